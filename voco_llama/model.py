@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, DynamicCache, LlavaConfig, LlavaForConditionalGeneration
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, voco_attention_mask
 from .attention import position_ids as layout_positions
@@ -58,6 +59,8 @@ class VoCoLlavaConfig(LlavaConfig):
 
 
 AutoConfig.register("voco_llava", VoCoLlavaConfig)
+# Our checkpoints use LLaVA's weight names, so llava-hf saves (old and new key layouts) load as ours.
+register_checkpoint_conversion_mapping("voco_llava", get_checkpoint_conversion_mapping("llava"), overwrite=True)
 
 
 @dataclass
@@ -107,14 +110,16 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
     # ---- pass 1: compression ----------------------------------------------------------------
 
     def fingerprint(self) -> str:
-        """Identifies the weights a cache was made with: config plus a strided sample of every
-        parameter (cheap even at 7B, and any fine-tuning step changes it)."""
-        digest = hashlib.sha256(self.config.text_config.to_json_string().encode())
+        """Identifies the weights a cache was made with: the LM's shape plus a strided sample of
+        every parameter (cheap even at 7B, and any fine-tuning step changes it)."""
+        text = self.config.text_config
+        shape = (text.num_hidden_layers, text.hidden_size, text.num_key_value_heads, text.vocab_size)
+        digest = hashlib.sha256(repr(shape).encode())
         for name, param in sorted(self.named_parameters()):
             flat = param.detach().reshape(-1)
             sample = flat[:: max(1, flat.numel() // 64)][:64]
             digest.update(name.encode())
-            digest.update(sample.float().cpu().numpy().tobytes())
+            digest.update(sample.to(torch.bfloat16).float().cpu().numpy().tobytes())  # dtype-independent
         return digest.hexdigest()
 
     @torch.no_grad()

@@ -43,7 +43,7 @@ def pad_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image
 def process_images(images: list[Image.Image], image_processor, aspect_ratio: str = "pad") -> torch.Tensor:
     """pixel_values [n, 3, H, W]; `pad` squares each image in the processor's mean colour first."""
     if aspect_ratio == "pad":
-        background = tuple(int(round(x * 255)) for x in image_processor.image_mean)
+        background = tuple(int(x * 255) for x in image_processor.image_mean)  # truncated, as LLaVA does
         images = [pad_to_square(image, background) for image in images]
     elif aspect_ratio not in ("resize", "square", "original"):
         raise ValueError(f"unknown image_aspect_ratio {aspect_ratio!r}")

@@ -15,17 +15,18 @@ from transformers import PreTrainedTokenizerFast
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 IMAGE_TOKEN = "<image>"
 VOCO_TOKEN = "<voco>"
-SPECIAL_TOKENS = [UNK, BOS, EOS, PAD, IMAGE_TOKEN, VOCO_TOKEN]
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    texts: Iterable[str], vocab_size: int = 1024, extra_special: tuple[str, ...] = (IMAGE_TOKEN, VOCO_TOKEN)
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts`; BOS is prepended like Llama's tokenizer does."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=[UNK, BOS, EOS, PAD, *extra_special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -40,6 +41,6 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
         eos_token=EOS,
         unk_token=UNK,
         pad_token=PAD,
-        extra_special_tokens=[IMAGE_TOKEN, VOCO_TOKEN],
+        extra_special_tokens=list(extra_special),
         padding_side="left",
     )

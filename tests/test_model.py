@@ -1,0 +1,112 @@
+"""Exactness of the two-stage cache against the single masked pass, and what text may depend on."""
+
+import pytest
+import torch
+
+from voco_llama.presets import build_model, load_bundle, save_bundle
+from voco_llama.processing import encode_prompts, question_prompt
+
+TOL = 1e-4
+
+
+def make(kv_heads=2, num_voco=1, layout="compact", attn="sdpa", vision="clip", seed=0):
+    model, tok, ip = build_model("tiny", seed=seed, kv_heads=kv_heads, num_voco=num_voco,
+                                 position_layout=layout, vision=vision)
+    model.set_attn_implementation(attn)
+    return model.eval(), tok, ip
+
+
+def batch(tok, model, questions, num_voco=None):
+    prompts = [question_prompt(q, with_image=False) for q in questions]
+    return encode_prompts(prompts, tok, model.config, num_voco=num_voco)
+
+
+def context_logits_of_masked_pass(model, enc, pixels, query):
+    full = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=pixels).logits
+    return full.gather(1, query.order[..., None].expand(-1, -1, full.shape[-1]))
+
+
+# one row with 1 image, one with 3 images: left padding in the batch
+QUESTIONS = ["<image>\nWhat colour is it?", "<image>\nFirst, <image> then <image>: which is bigger?"]
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+@pytest.mark.parametrize("num_voco", [1, 4])
+@pytest.mark.parametrize("layout", ["compact", "natural"])
+def test_cache_path_equals_masked_pass(kv_heads, num_voco, layout):
+    model, tok, _ = make(kv_heads=kv_heads, num_voco=num_voco, layout=layout)
+    torch.manual_seed(1)
+    pixels = torch.randn(4, 3, 32, 32)
+    enc = batch(tok, model, QUESTIONS)
+    assert (enc["attention_mask"] == 0).any(), "the batch must include padding"
+    with torch.no_grad():
+        cache = model.compress(pixels)
+        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        reference = context_logits_of_masked_pass(model, enc, pixels, query)
+    assert cache.num_groups == 4 and cache.num_voco == num_voco
+    diff = (logits - reference)[query.valid].abs().max().item()
+    assert diff < TOL, diff
+    # and the generated answers agree token for token
+    g_cache = model.generate(enc["input_ids"], enc["attention_mask"], cache=cache, max_new_tokens=6)
+    g_masked = model.generate(enc["input_ids"], enc["attention_mask"], pixel_values=pixels, max_new_tokens=6)
+    assert torch.equal(g_cache.sequences, g_masked.sequences)
+    assert (g_cache.logprobs - g_masked.logprobs).abs().max() < TOL
+
+
+def test_eager_and_sdpa_agree_and_siglip_tower_works():
+    torch.manual_seed(2)
+    pixels = torch.randn(4, 3, 32, 32)
+    outputs = []
+    for attn in ("sdpa", "eager"):
+        model, tok, _ = make(attn=attn)
+        enc = batch(tok, model, QUESTIONS)
+        with torch.no_grad():
+            outputs.append(model(**enc, pixel_values=pixels).logits)
+    assert (outputs[0] - outputs[1]).abs().max() < TOL
+    model, tok, _ = make(vision="siglip")
+    enc = batch(tok, model, QUESTIONS)
+    with torch.no_grad():
+        cache = model.compress(pixels)
+        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        reference = context_logits_of_masked_pass(model, enc, pixels, query)
+    assert (logits - reference)[query.valid].abs().max() < TOL
+
+
+def test_text_depends_on_image_only_through_voco_tokens():
+    model, tok, _ = make(num_voco=2)
+    torch.manual_seed(3)
+    a, b = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    enc = batch(tok, model, ["<image>\nDescribe it.", "<image>\nDescribe it."])
+    with torch.no_grad():
+        cache_ab = model.compress(torch.cat([a, b]))
+        cache_ba = model.compress(torch.cat([b, a]))
+        ab = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache_ab)[0]
+        ba = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache_ba)[0]
+        assert (ab[0] - ab[1]).abs().max() > 1e-3, "different images must give different answers"
+        assert torch.allclose(ab[0], ba[1], atol=1e-6, rtol=0) and torch.allclose(ab[1], ba[0], atol=1e-6, rtol=0)
+        # ablation: text barred from VoCo tokens too -> the image cannot matter at all
+        one = batch(tok, model, ["<image>\nDescribe it."])
+        blind_a = model(**one, pixel_values=a, attention_rule="isolated").logits
+        blind_b = model(**one, pixel_values=b, attention_rule="isolated").logits
+        seen_a = model(**one, pixel_values=a).logits
+        seen_b = model(**one, pixel_values=b).logits
+    text = one["input_ids"][0] != model.config.image_token_id
+    text &= one["input_ids"][0] != model.config.voco_token_id
+    assert torch.equal(blind_a[0, text], blind_b[0, text])
+    assert (seen_a[0, text] - seen_b[0, text]).abs().max() > 1e-3
+
+
+def test_bundle_round_trip(tmp_path):
+    model, tok, ip = make(num_voco=2, layout="natural")
+    save_bundle(tmp_path / "m", model, tok, ip)
+    loaded, tok2, ip2 = load_bundle(tmp_path / "m")
+    assert loaded.config.num_voco == 2 and loaded.config.position_layout == "natural"
+    assert loaded.config.voco_token_id == tok2.convert_tokens_to_ids("<voco>")
+    assert loaded.fingerprint() == model.fingerprint()
+    assert ip2.crop_size == ip.crop_size and list(ip2.image_mean) == list(ip.image_mean)
+    torch.manual_seed(4)
+    pixels = torch.randn(4, 3, 32, 32)
+    enc = batch(tok, model, QUESTIONS)
+    assert tok2(QUESTIONS[1]).input_ids == tok(QUESTIONS[1]).input_ids
+    with torch.no_grad():
+        assert torch.equal(model(**enc, pixel_values=pixels).logits, loaded(**enc, pixel_values=pixels).logits)
