@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     # Verbs that live with their own module register themselves.
-    for module in ("data", "scoring"):
+    for module in ("data", "evaluate", "scoring"):
         try:
             mod = importlib.import_module(f".{module}", __package__)
         except ModuleNotFoundError:
