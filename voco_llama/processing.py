@@ -15,6 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from .conversation import IMAGE_PLACEHOLDER, get_template
 
 
+ASPECT_RATIOS = ("pad", "resize", "square", "original")  # LLaVA's --image_aspect_ratio values
+
+
 class InputError(ValueError):
     """Bad user input (a file that is missing or unreadable, a mismatched cache): exit code 2."""
 
@@ -45,7 +48,7 @@ def process_images(images: list[Image.Image], image_processor, aspect_ratio: str
     if aspect_ratio == "pad":
         background = tuple(int(x * 255) for x in image_processor.image_mean)  # truncated, as LLaVA does
         images = [pad_to_square(image, background) for image in images]
-    elif aspect_ratio not in ("resize", "square", "original"):
+    elif aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"unknown image_aspect_ratio {aspect_ratio!r}")
     return image_processor(images=images, return_tensors="pt")["pixel_values"]
 
