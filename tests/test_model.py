@@ -110,3 +110,24 @@ def test_bundle_round_trip(tmp_path):
     assert tok2(QUESTIONS[1]).input_ids == tok(QUESTIONS[1]).input_ids
     with torch.no_grad():
         assert torch.equal(model(**enc, pixel_values=pixels).logits, loaded(**enc, pixel_values=pixels).logits)
+
+
+@pytest.mark.parametrize("compressor", ["avgpool", "qformer"])
+def test_baseline_compressors_give_one_causal_token_per_image(compressor, tmp_path):
+    model, tok, ip = build_model("tiny", compressor=compressor)
+    assert model.config.num_vision_tokens == 1 and model.config.num_voco == 0
+    enc = batch(tok, model, QUESTIONS)
+    image_tokens = (enc["input_ids"] == model.config.image_token_id).sum(1)
+    assert image_tokens.tolist() == [1, 3]
+    torch.manual_seed(5)
+    pixels = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(**enc, pixel_values=pixels).logits
+        other = model(**enc, pixel_values=torch.randn(4, 3, 32, 32)).logits
+    assert (logits - other).abs().max() > 1e-6, "text must see the compressed image token"
+    with pytest.raises(ValueError, match="no VoCo cache"):
+        model.compress(pixels)
+    save_bundle(tmp_path / "b", model, tok, ip)
+    loaded, *_ = load_bundle(tmp_path / "b")
+    with torch.no_grad():
+        assert torch.equal(loaded(**enc, pixel_values=pixels).logits, logits)

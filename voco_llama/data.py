@@ -552,31 +552,20 @@ class VoCoDataCollator:
 # ----------------------------------------------------------------------------------------------
 
 
-def load_model_data_config(model_dir: str | Path, num_voco: int | None = None) -> SimpleNamespace:
-    """The numbers the data pipeline needs, read from a saved VoCo model's config.json.
+def load_model_data_config(model_dir: str | Path, num_voco: int | None = None):
+    """The model's config (token ids, K, tokens per image), read from a saved model directory."""
+    from .model import VoCoLlavaConfig
 
-    Read as plain JSON so checking data needs no model class (swap for AutoConfig later)."""
     path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise InputError(f"{path}: not found (is {model_dir} a saved model directory?)")
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found (is {model_dir} a saved model directory?)") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg})") from None
-    try:
-        vision = cfg["vision_config"]
-        num_vision = (vision["image_size"] // vision["patch_size"]) ** 2
-        if cfg.get("vision_feature_select_strategy") == "full":  # CLS kept
-            num_vision += 1
-        return SimpleNamespace(
-            image_token_id=cfg["image_token_index"] if "image_token_index" in cfg else cfg["image_token_id"],
-            voco_token_id=cfg["voco_token_id"],
-            num_voco=num_voco if num_voco is not None else cfg.get("num_voco", 1),
-            num_vision_tokens=num_vision,
-            vision_config=SimpleNamespace(image_size=vision["image_size"], patch_size=vision["patch_size"]),
-        )
-    except (KeyError, TypeError) as err:
-        raise InputError(f"{path}: missing VoCo setting {err}") from None
+        config = VoCoLlavaConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as err:
+        raise InputError(f"{path}: not a VoCo model config ({err})") from None
+    if num_voco is not None:
+        config.num_voco = num_voco
+    return config
 
 
 def _tokenizer_data_config(tokenizer, num_voco: int | None, num_vision_tokens: int) -> SimpleNamespace:

@@ -21,7 +21,17 @@ from typing import Literal
 
 import torch
 from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, DynamicCache, LlavaConfig, LlavaForConditionalGeneration
+from torch import nn
+from transformers import (
+    AutoConfig,
+    Blip2QFormerConfig,
+    Blip2QFormerModel,
+    DynamicCache,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaModel,
+    LlavaPreTrainedModel,
+)
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, voco_attention_mask
@@ -29,7 +39,7 @@ from .attention import position_ids as layout_positions
 from .cache import VoCoCache
 from .processing import InputError
 
-COMPRESSORS = ("voco",)
+COMPRESSORS = ("voco", "avgpool", "qformer")
 
 
 @strict
@@ -39,7 +49,9 @@ class VoCoLlavaConfig(LlavaConfig):
     num_voco: K VoCo tokens after each image. voco_token_id: the `<voco>` token.
     position_layout: "compact" (default; F frames cost F*K positions) or "natural".
     attention_rule: the rule the model trains under ("voco", or "causal" for the upper bound).
-    compressor: "voco" (later: "avgpool", "qformer")."""
+    compressor: "voco", or a 1-token baseline of the paper's Table 1 ("avgpool": mean-pool then a
+    linear layer, LLaMA-VID's content token; "qformer": one learnable query through a BLIP-2
+    Q-Former). Baselines use no VoCo tokens and plain causal attention."""
 
     model_type = "voco_llava"
     num_voco: int = 1
@@ -48,14 +60,25 @@ class VoCoLlavaConfig(LlavaConfig):
     attention_rule: Literal["voco", "causal", "isolated"] = "voco"
     compressor: str = "voco"
 
+    def check_compressor(self) -> None:
+        if self.compressor not in COMPRESSORS:
+            raise ValueError(f"unknown compressor {self.compressor!r}; expected one of {COMPRESSORS}")
+        if self.compressor != "voco" and (self.num_voco != 0 or self.attention_rule != "causal"):
+            raise ValueError(f"compressor {self.compressor!r} takes num_voco=0 and attention_rule='causal'")
+
     @property
-    def num_vision_tokens(self) -> int:
-        """N tokens per image: patches, plus the CLS token when the strategy keeps it."""
+    def num_patches(self) -> int:
+        """Vision tokens the tower gives per image: patches, plus CLS when the strategy keeps it."""
         vision = self.vision_config
         n = (vision.image_size // vision.patch_size) ** 2
         if self.vision_feature_select_strategy == "full" and vision.model_type.startswith("clip"):
             n += 1
         return n
+
+    @property
+    def num_vision_tokens(self) -> int:
+        """N: tokens an image occupies in the LLM's sequence (1 for the pooling baselines)."""
+        return self.num_patches if self.compressor == "voco" else 1
 
 
 AutoConfig.register("voco_llava", VoCoLlavaConfig)
@@ -70,9 +93,59 @@ class Generation:
     lengths: torch.Tensor  # [batch] generated tokens per row, EOS included
 
 
+class BaselineCompressor(nn.Module):
+    """The paper's 1-token baselines, applied to the projected vision tokens [n, N, D] -> [n, 1, D]."""
+
+    def __init__(self, config: VoCoLlavaConfig):
+        super().__init__()
+        width = config.text_config.hidden_size
+        self.kind = config.compressor
+        if self.kind == "qformer":
+            qformer_config = Blip2QFormerConfig(
+                hidden_size=width,
+                num_hidden_layers=2,
+                num_attention_heads=config.text_config.num_attention_heads,
+                intermediate_size=4 * width,
+                encoder_hidden_size=width,
+                cross_attention_frequency=1,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+            )
+            self.qformer = Blip2QFormerModel(qformer_config)
+            self.query = nn.Parameter(torch.randn(1, 1, width) * qformer_config.initializer_range)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.kind == "avgpool":
+            return self.proj(features.mean(dim=1, keepdim=True))
+        out = self.qformer(query_embeds=self.query.expand(len(features), -1, -1), encoder_hidden_states=features)
+        return self.proj(out.last_hidden_state.to(features.dtype))
+
+
+class VoCoLlavaModel(LlavaModel):
+    """LlavaModel whose image features go through a baseline compressor when one is configured."""
+
+    def __init__(self, config: VoCoLlavaConfig):
+        super().__init__(config)
+        self.compressor = BaselineCompressor(config) if config.compressor != "voco" else None
+
+    def get_image_features(self, pixel_values, **kwargs):
+        out = super().get_image_features(pixel_values=pixel_values, **kwargs)
+        if self.compressor is not None:
+            out.pooler_output = list(self.compressor(torch.stack(out.pooler_output)))
+        return out
+
+
 class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
     config_class = VoCoLlavaConfig
     config: VoCoLlavaConfig
+
+    def __init__(self, config: VoCoLlavaConfig):
+        config.check_compressor()
+        LlavaPreTrainedModel.__init__(self, config)
+        self.model = VoCoLlavaModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
 
     # ---- the rule, applied -------------------------------------------------------------------
 
@@ -125,6 +198,8 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
     @torch.no_grad()
     def compress(self, pixel_values: torch.Tensor, num_voco: int | None = None, batch_size: int = 8) -> VoCoCache:
         """Run each image's group [N vision tokens, K VoCo tokens] on its own; keep VoCo K/V."""
+        if self.config.compressor != "voco":
+            raise ValueError(f"compressor {self.config.compressor!r} has no VoCo cache; answer with path 'full'")
         k = num_voco or self.config.num_voco
         n = self.config.num_vision_tokens
         ids = torch.tensor([[self.config.image_token_id] * n + [self.config.voco_token_id] * k], device=self.device)

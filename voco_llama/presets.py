@@ -35,6 +35,8 @@ class Preset:
     vocab_size: int = 512
     num_voco: int = 1
     position_layout: str = "compact"
+    attention_rule: str = "voco"
+    compressor: str = "voco"  # baselines ("avgpool", "qformer") imply num_voco=0 and causal attention
 
 
 PRESETS = {
@@ -69,6 +71,8 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if overrides:
         p = Preset(**{**p.__dict__, **overrides})
+    if p.compressor != "voco":
+        p = Preset(**{**p.__dict__, "num_voco": 0, "attention_rule": "causal"})
     tokenizer = tokenizer or build_tokenizer(_DEFAULT_CORPUS * 4, vocab_size=p.vocab_size)
     vision_kwargs = dict(
         hidden_size=p.vision_hidden,
@@ -100,6 +104,8 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
         vision_feature_select_strategy="default" if p.vision == "clip" else "full",
         num_voco=p.num_voco,
         position_layout=p.position_layout,
+        attention_rule=p.attention_rule,
+        compressor=p.compressor,
     )
     torch.manual_seed(seed)
     model = VoCoLlavaForConditionalGeneration(config).eval()
