@@ -14,6 +14,7 @@ line on stderr naming the file.
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import json
 import sys
@@ -51,19 +52,69 @@ def _compress(args):
     from .inference import VoCoPipeline
 
     pipe = VoCoPipeline.from_pretrained(args.model)
-    cache = pipe.compress(args.image, num_voco=args.num_voco)
+    if args.images:
+        return _compress_many(pipe, args)
+    if args.video:
+        cache = pipe.compress_video(args.video, args.num_frames, args.fps, num_voco=args.num_voco)
+    else:
+        cache = pipe.compress(args.image, num_voco=args.num_voco)
     cache.save(args.out)
-    print(f"{args.out}: {cache.num_groups} image(s), K={cache.num_voco}, {cache.nbytes:,} bytes of K/V")
+    print(f"{args.out}: {cache.num_groups} {'frame' if args.video else 'image'}(s), K={cache.num_voco}, "
+          f"{cache.nbytes:,} bytes of K/V")
+
+
+def _compress_many(pipe, args) -> int:
+    """One cache file per image; images already done are skipped, unreadable ones reported."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .processing import load_image
+
+    source = Path(args.images)
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in suffixes)
+    else:
+        files = sorted(Path(p) for p in glob.glob(args.images))
+    if not files:
+        raise InputError(f"{args.images}: no images found")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = {f: out / f"{f.name}.voco" for f in files}
+    if len(set(target.values())) != len(files):
+        raise InputError(f"{args.images}: two images share a file name; compress each folder separately")
+    todo = [f for f in files if not target[f].exists()]
+    failed = 0
+    with tqdm(total=len(todo), desc="compress", unit="img") as bar:
+        for start in range(0, len(todo), args.batch_size):
+            loaded = []
+            for f in todo[start : start + args.batch_size]:
+                try:
+                    loaded.append((f, load_image(f)))
+                except InputError as err:
+                    failed += 1
+                    tqdm.write(f"voco: skipped {err}", file=sys.stderr)
+            if loaded:
+                cache = pipe.compress([image for _, image in loaded], num_voco=args.num_voco)
+                for i, (f, _) in enumerate(loaded):
+                    cache[i].save(target[f])
+            bar.update(len(todo[start : start + args.batch_size]))
+    print(f"{out}: {len(todo) - failed} compressed, {len(files) - len(todo)} already done, {failed} unreadable")
+    return 1 if failed else 0
 
 
 def _ask(args):
     from .inference import VoCoPipeline
+    from .video import read_video
 
     pipe = VoCoPipeline.from_pretrained(args.model)
     if args.cache and args.path != "cache":
         raise InputError("--cache answers from the cache; use --image with --path masked/full")
     cache = pipe.load_cache(args.cache) if args.cache else None
     images = args.image or None
+    if args.video:
+        images = read_video(args.video, args.num_frames, args.fps)
     if images is None and args.path in ("masked", "full") or (cache is None and images is None and args.path == "cache"):
         raise InputError("give --image IMG (or --cache FILE for --path cache)")
     answer = pipe.ask(args.question, cache=cache, images=images, path=args.path, num_voco=args.num_voco,
@@ -104,16 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-layout", choices=["compact", "natural"], default="compact")
     p.set_defaults(func=_convert)
 
-    p = sub.add_parser("compress", help="images -> a VoCo cache file")
+    p = sub.add_parser("compress", help="images or a video -> VoCo cache file(s)")
     p.add_argument("--model", required=True)
-    p.add_argument("--image", nargs="+", required=True, help="one or more images, one group each, in order")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", nargs="+", help="one or more images -> one cache file, a group each, in order")
+    source.add_argument("--video", help="a video file or a folder of frames -> one cache file, a group per frame")
+    source.add_argument("--images", help="a folder or a glob -> one cache file per image in --out (a folder)")
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--fps", type=float, help="sample frames at this rate instead of --num-frames")
     p.add_argument("--num-voco", type=int)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_compress)
 
     p = sub.add_parser("ask", help="answer a question about an image or a cache")
     p.add_argument("--model", required=True)
     p.add_argument("--image", nargs="+")
+    p.add_argument("--video", help="a video file or a folder of frames")
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--fps", type=float)
     p.add_argument("--cache")
     p.add_argument("--question", required=True)
     p.add_argument("--path", choices=["cache", "masked", "full", "none"], default="cache")
@@ -130,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     # Verbs that live with their own module register themselves.
-    for module in ("data", "evaluate", "scoring"):
+    for module in ("chat", "data", "evaluate", "scoring", "train"):
         try:
             mod = importlib.import_module(f".{module}", __package__)
         except ModuleNotFoundError:

@@ -22,6 +22,7 @@ from .cache import VoCoCache
 from .conversation import IMAGE_PLACEHOLDER
 from .presets import load_bundle
 from .processing import encode_prompts, load_image, process_images, question_prompt
+from .video import read_video, video_question
 
 PATHS = ("cache", "masked", "full", "none")
 
@@ -49,6 +50,11 @@ class VoCoPipeline:
     def compress(self, images: list[str | Path | Image.Image], num_voco: int | None = None) -> VoCoCache:
         return self.model.compress(self.pixels(images), num_voco=num_voco)
 
+    def compress_video(self, video: str | Path, num_frames: int | None = 8, fps: float | None = None,
+                       num_voco: int | None = None) -> VoCoCache:
+        """One cache holding every sampled frame, each compressed alone, in time order."""
+        return self.compress(read_video(video, num_frames, fps), num_voco=num_voco)
+
     def load_cache(self, path: str | Path) -> VoCoCache:
         return VoCoCache.load(path, expected_fingerprint=self.model.fingerprint())
 
@@ -63,11 +69,13 @@ class VoCoPipeline:
         temperature: float = 0.0,
         top_p: float = 1.0,
         streamer=None,
+        history: list[tuple[str, str]] | None = None,
     ) -> Answer | list[Answer]:
         """Answer one question (or a batch) about the images in `cache` or `images`.
 
-        A question without an `<image>` placeholder gets LLaVA's `<image>\\n{question}`; with
-        several images, place one placeholder per image, in the order of the cache's groups."""
+        Groups (images, frames) are shared out evenly over the questions in order; a question
+        without `<image>` placeholders gets one per group at its start (LLaVA's `<image>\\n{q}`
+        for a single image, all the frames of a video). `history`: earlier turns of a chat."""
         single = isinstance(questions, str)
         questions = [questions] if single else list(questions)
         if path not in PATHS:
@@ -75,8 +83,15 @@ class VoCoPipeline:
         if path == "cache" and cache is None:
             cache = self.compress(images, num_voco=num_voco)
         num_voco = cache.num_voco if cache is not None else num_voco
-        prompts = [question_prompt(q.replace(IMAGE_PLACEHOLDER, "").strip() if path == "none" else q,
-                                   self.template, with_image=path != "none") for q in questions]
+        groups = cache.num_groups if path == "cache" else len(images or [])
+        per_question = groups // len(questions)
+        prompts = []
+        for q in questions:
+            if path == "none":
+                q = q.replace(IMAGE_PLACEHOLDER, "").strip()
+            elif IMAGE_PLACEHOLDER not in q and not any(IMAGE_PLACEHOLDER in h for h, _ in history or []):
+                q = video_question(q, per_question)
+            prompts.append(question_prompt(q, self.template, with_image=False, history=history))
         batch = encode_prompts(prompts, self.tokenizer, self.model.config, num_voco=num_voco)
         pixel_values = self.pixels(images) if path in ("masked", "full") else None
         generation = self.model.generate(

@@ -97,8 +97,16 @@ def encode_prompts(
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def question_prompt(question: str, template: str = "vicuna_v1", with_image: bool = True) -> str:
-    """LLaVA's evaluation prompt: `<image>\\n{question}` in the conversation template."""
-    if with_image and IMAGE_PLACEHOLDER not in question:
-        question = f"{IMAGE_PLACEHOLDER}\n{question}"
-    return get_template(template).prompt(question)
+def question_prompt(
+    question: str,
+    template: str = "vicuna_v1",
+    with_image: bool = True,
+    history: list[tuple[str, str]] | None = None,
+) -> str:
+    """LLaVA's evaluation prompt: `<image>\\n{question}` in the conversation template. With
+    `history` (earlier (question, answer) turns), the image placeholder goes in the first turn."""
+    turns = [*(history or []), (question, None)]
+    first = turns[0][0]
+    if with_image and IMAGE_PLACEHOLDER not in first:
+        turns[0] = (f"{IMAGE_PLACEHOLDER}\n{first}", turns[0][1])
+    return get_template(template).render(turns)[0]
