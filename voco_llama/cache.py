@@ -29,6 +29,14 @@ from .processing import InputError
 FORMAT = "voco-cache/1"
 
 
+def kv_bytes(config, tokens: int, bytes_per_value: int = 4) -> int:
+    """K/V bytes of `tokens` tokens over every layer of the language model:
+    layers x 2 (K and V) x kv_heads x head_dim x tokens x bytes."""
+    text = config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim * tokens * bytes_per_value
+
+
 @dataclass
 class VoCoCache:
     keys: list[torch.Tensor]  # per layer [groups, kv_heads, K, head_dim]

@@ -12,7 +12,7 @@ import time
 
 from transformers import TextStreamer
 
-from .demo import kv_bytes
+from .cache import kv_bytes
 from .processing import InputError
 
 

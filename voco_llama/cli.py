@@ -190,12 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     # Verbs that live with their own module register themselves.
-    for module in ("chat", "data", "evaluate", "scoring", "train"):
-        try:
-            mod = importlib.import_module(f".{module}", __package__)
-        except ModuleNotFoundError:
-            continue
-        mod.register_cli(sub)
+    for module in ("bench", "chat", "data", "evaluate", "scoring", "train"):
+        importlib.import_module(f".{module}", __package__).register_cli(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .cache import kv_bytes
 from .inference import VoCoPipeline
 from .presets import build_model, save_bundle
 
@@ -22,13 +23,6 @@ def _example_image(size: int = 64) -> Image.Image:
     draw.ellipse((8, 8, 30, 30), fill=(220, 40, 40))
     draw.rectangle((36, 34, 56, 54), fill=(40, 200, 60))
     return image
-
-
-def kv_bytes(config, tokens: int, bytes_per_value: int = 4) -> int:
-    """K/V bytes of `tokens` tokens over every layer of the language model."""
-    text = config.text_config
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    return text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim * tokens * bytes_per_value
 
 
 def run_demo(args) -> None:
