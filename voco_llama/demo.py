@@ -1,55 +1,228 @@
-"""`voco demo`: the project's main job.
+"""`voco demo`: the paper's protocol (Tables 1 and 2) at toy scale, on data and models we make.
 
-Until the synthetic world and its training land, the demo runs the real end-to-end path on a
-tiny randomly initialised model: build it, compress an image into a VoCo cache, answer a
-question from the cache and from the single masked pass, and compare sizes and answers.
+Stages, each reused on a re-run when its output exists (`--fresh` redoes everything):
+  1. world     the synthetic visual world (toyworld.py) in LLaVA's formats, and its tokenizer;
+  2. base      a LLaVA-style model trained from scratch (vision tower, projector, LLM) with all
+               vision tokens and plain causal attention, through `voco train`;
+  3. variants  fine-tuned from the base with the same data and steps: Upper bound (K=1 VoCo
+               tokens present, causal mask), VoCo K=1, Avg-pool, Q-Former, and VoCo K in 2..16;
+  4. eval      `voco eval` over every toy benchmark; VoCo rows answer from the two-stage compressed
+               cache, Upper bound / Avg-pool / Q-Former with their one causal pass, and the Lower
+               bound is the Upper-bound model answering from the cache (its VoCo tokens never
+               learned to carry the image); scored with `voco score`'s scorers;
+  5. report    Table 1 (scores, retention, mean retention), Table 2 (retention vs K) in
+               report.md / report.json, PNG plots, then one example answered from a cache.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from .cache import kv_bytes
+from .evaluate import run_eval
 from .inference import VoCoPipeline
 from .presets import build_model, save_bundle
+from .scoring import DISPLAY_NAMES, retention, score, write_json_atomic
+from .toyworld import BENCHES, build_world_tokenizer, ensure_world, load_world
 
 
-def _example_image(size: int = 64) -> Image.Image:
-    image = Image.new("RGB", (size, size), (30, 30, 60))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((8, 8, 30, 30), fill=(220, 40, 40))
-    draw.rectangle((36, 34, 56, 54), fill=(40, 200, 60))
-    return image
+@dataclass(frozen=True)
+class DemoPreset:
+    name: str
+    world: dict = field(default_factory=dict)  # generate_world arguments
+    model: dict = field(default_factory=dict)  # build_model overrides
+    base_steps: int = 400
+    finetune_steps: int = 120
+    batch_size: int = 32
+    base_lr: float = 1e-3
+    finetune_lr: float = 3e-4
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16)
+    eval_batch_size: int = 48
+    max_new_tokens: int = 6
 
 
-def run_demo(args) -> None:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model_dir = out / "tiny-model"
-    if args.fresh or not (model_dir / "config.json").is_file():
-        save_bundle(model_dir, *build_model("tiny", num_voco=1))
+_TOY_MODEL = dict(image_size=48, patch_size=8, vision_hidden=64, vision_layers=2, hidden=128, layers=3,
+                  heads=4, kv_heads=2, intermediate=384)
+
+PRESETS = {
+    "demo": DemoPreset(
+        "demo",
+        world=dict(num_train_images=3000, num_eval_images=300, image_size=48, eval_questions=100),
+        model=_TOY_MODEL,
+    ),
+    # the same pipeline, plumbing only: seconds, not minutes
+    "smoke": DemoPreset(
+        "smoke",
+        world=dict(num_train_images=40, num_eval_images=12, image_size=32, eval_questions=8),
+        model=dict(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, hidden=32, layers=1,
+                   heads=2, kv_heads=1, intermediate=64),
+        base_steps=3, finetune_steps=2, batch_size=8, ks=(1, 2), eval_batch_size=32, max_new_tokens=3,
+    ),
+}
+
+# Table 1 rows: (name, fine-tune flags, eval mode). The Lower bound reuses the Upper-bound model.
+METHODS = {
+    "Upper bound": (["--num_voco", "1", "--attention_rule", "causal"], "full"),
+    "VoCo K=1": (["--num_voco", "1", "--attention_rule", "voco"], "voco"),
+    "Avg-pool": (["--compressor", "avgpool"], "full"),
+    "Q-Former": (["--compressor", "qformer"], "full"),
+}
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "-").replace("=", "")
+
+
+def _train(out: Path, start: Path, world, steps: int, lr: float, flags: list[str], seed: int = 0) -> Path:
+    from .train import run
+
+    if (out / "config.json").is_file():
+        return out
+    run([
+        "--model_name_or_path", str(start), "--version", "v1", "--data_path", str(world.train_json),
+        "--image_folder", str(world.images_dir), "--output_dir", str(out), "--max_steps", str(steps),
+        "--per_device_train_batch_size", str(PRESET.batch_size), "--learning_rate", str(lr),
+        "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03", "--weight_decay", "0",
+        "--logging_steps", str(max(1, steps // 8)), "--save_strategy", "no", "--report_to", "none",
+        "--dataloader_num_workers", "0", "--model_max_length", "512", "--seed", str(seed),
+        "--image_aspect_ratio", "pad", "--group_by_modality_length", "True", *flags,
+    ])
+    return out
+
+
+def _evaluate(pipe, world, row_dir: Path, mode: str) -> dict[str, float]:
+    scores = {}
+    for bench in BENCHES:
+        answers = row_dir / f"{bench}.jsonl"
+        run_eval(pipe, world.questions(bench), answers, world.images_dir, mode=mode,
+                 max_new_tokens=PRESET.max_new_tokens, batch_size=PRESET.eval_batch_size, model_id=row_dir.name)
+        summary = score(bench, answers, world.answer_key(bench))
+        write_json_atomic(row_dir / f"{bench}.score.json", summary)
+        scores[bench] = summary["score"]
+    return scores
+
+
+def _plots(out: Path, table1: dict, table2: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table1)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    values = [100 * (table1[n]["mean_retention"] or 0) for n in names]
+    ax.bar(names, values, color=["#888", "#c33", "#38c", "#3a6", "#444"][: len(names)])
+    ax.set_ylabel("mean retention (%)")
+    ax.set_title("576->1 at toy scale: methods (Table 1)")
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
+    fig.tight_layout()
+    fig.savefig(out / "table1_methods.png", dpi=120)
+    plt.close(fig)
+
+    ks = sorted(table2)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(ks, [100 * (table2[k] or 0) for k in ks], marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("VoCo tokens K")
+    ax.set_ylabel("mean retention (%)")
+    ax.set_title("Retention vs K (Table 2)")
+    fig.tight_layout()
+    fig.savefig(out / "table2_retention_vs_k.png", dpi=120)
+    plt.close(fig)
+
+
+def _markdown(table1: dict, table2: dict, seconds: float) -> str:
+    benches = list(BENCHES)
+    lines = ["# VoCo-LLaMA at toy scale", "", f"Preset `{PRESET.name}`, {seconds / 60:.1f} min wall time.", "",
+             "## Table 1: methods (scores per benchmark, mean retention)", "",
+             "| method | " + " | ".join(DISPLAY_NAMES.get(b, b) for b in benches) + " | mean retention |",
+             "|---" * (len(benches) + 2) + "|"]
+    for name, row in table1.items():
+        cells = [f"{row['scores'][b]:.1f}" for b in benches]
+        mean = row["mean_retention"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if mean is None else f'{100 * mean:.1f}%'} |")
+    lines += ["", "## Table 2: VoCo tokens K (mean retention)", "",
+              "| K | " + " | ".join(str(k) for k in sorted(table2)) + " |", "|---" * (len(table2) + 1) + "|",
+              "| retention | " + " | ".join(f"{100 * (table2[k] or 0):.1f}%" for k in sorted(table2)) + " |", ""]
+    return "\n".join(lines)
+
+
+def _example(out: Path, world, model_dir: Path) -> None:
     pipe = VoCoPipeline.from_pretrained(model_dir)
-    image_path = out / "example.png"
-    _example_image().save(image_path)
-
-    start = time.perf_counter()
-    cache = pipe.compress([image_path])
-    compress_ms = (time.perf_counter() - start) * 1e3
-    cache_file = cache.save(out / "example.voco.safetensors")
-    question = "What colour is the circle?"
-    from_cache = pipe.ask(question, cache=cache, max_new_tokens=12)
-    masked = pipe.ask(question, images=[image_path], path="masked", max_new_tokens=12)
+    question = json.loads(world.questions("gqa").read_text().splitlines()[0])
+    key = json.loads(world.answer_key("gqa").read_text().splitlines()[0])
+    image = world.images_dir / question["image"]
+    cache = pipe.compress([image])
+    cache_file = cache.save(out / "example.voco")
     config = pipe.model.config
-    full = kv_bytes(config, config.num_vision_tokens + config.num_voco)
-    print(f"model        {model_dir} (random weights: answers are noise until trained)")
-    print(f"image        {image_path} -> {config.num_vision_tokens} vision tokens -> K={cache.num_voco} VoCo token(s)")
-    print(f"cache        {cache.nbytes:,} bytes in memory, {cache_file.stat().st_size:,} on disk "
-          f"(full-token K/V: {full:,} bytes, {cache.nbytes / full:.1%}); compressed in {compress_ms:.1f} ms")
-    print(f"question     {question}")
-    print(f"from cache   {from_cache.text!r} tokens {from_cache.token_ids}")
-    print(f"masked pass  {masked.text!r} tokens {masked.token_ids}")
-    diff = max(abs(a - b) for a, b in zip(from_cache.logprobs, masked.logprobs))
-    print(f"same tokens: {from_cache.token_ids == masked.token_ids}, max log-prob difference {diff:.2e}")
+    full = kv_bytes(config, config.num_vision_tokens + cache.num_voco, cache.keys[0].element_size())
+    answer = pipe.ask(question["text"], cache=cache, max_new_tokens=PRESET.max_new_tokens)
+    print(f"\nexample image  {image}")
+    print(f"cache          {cache.nbytes:,} bytes ({cache_file.stat().st_size:,} on disk) vs full-token K/V "
+          f"{full:,} bytes ({config.num_vision_tokens} vision + {cache.num_voco} VoCo tokens): {cache.nbytes / full:.1%}")
+    print(f"question       {question['text']!r}")
+    print(f"answer (cache) {answer.text!r}   expected {key['answer']!r}")
+
+
+PRESET: DemoPreset = PRESETS["demo"]
+
+
+def run_demo(args) -> int:
+    global PRESET
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown demo preset {args.preset!r}; expected one of {sorted(PRESETS)}")
+    PRESET = PRESETS[args.preset]
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    world = ensure_world(out / "world", seed=0, **PRESET.world)
+    tokenizer = build_world_tokenizer(world) if not (world.tokenizer_dir / "tokenizer.json").is_file() else None
+    init = out / "models" / "init"
+    if not (init / "config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(world.tokenizer_dir)
+        save_bundle(init, *build_model("tiny", tokenizer=tokenizer, num_voco=0, attention_rule="causal", **PRESET.model))
+    base = _train(out / "models" / "base", init, world, PRESET.base_steps, PRESET.base_lr,
+                  ["--num_voco", "0", "--attention_rule", "causal", "--freeze_vision_tower", "False"])
+    models = {name: _train(out / "models" / _slug(name), base, world, PRESET.finetune_steps, PRESET.finetune_lr, flags)
+              for name, (flags, _) in METHODS.items()}
+    for k in PRESET.ks:
+        if k != 1:
+            models[f"VoCo K={k}"] = _train(out / "models" / f"voco-k{k}", base, world, PRESET.finetune_steps,
+                                           PRESET.finetune_lr, ["--num_voco", str(k), "--attention_rule", "voco"])
+
+    scores = {}
+    rows = [(name, models[name], mode) for name, (_, mode) in METHODS.items()]
+    rows.append(("Lower bound", models["Upper bound"], "voco"))
+    rows += [(f"VoCo K={k}", models[f"VoCo K={k}"], "voco") for k in PRESET.ks if k != 1]
+    for name, model_dir, mode in rows:
+        print(f"voco demo: evaluating {name} ({mode})")
+        pipe = VoCoPipeline.from_pretrained(model_dir)
+        scores[name] = _evaluate(pipe, world, out / "answers" / _slug(name), mode)
+
+    upper, lower = scores["Upper bound"], scores["Lower bound"]
+    table1 = {}
+    for name in ["Upper bound", "VoCo K=1", "Avg-pool", "Q-Former", "Lower bound"]:
+        table1[name] = {"scores": scores[name], "mean_retention": retention(upper, scores[name], lower)["mean"],
+                        "retention": retention(upper, scores[name], lower)["retention"]}
+    table2 = {k: retention(upper, scores[f"VoCo K={k}"], lower)["mean"] for k in PRESET.ks}
+    seconds = time.perf_counter() - start
+    report = {"preset": asdict(PRESET), "seconds": round(seconds, 1), "table1": table1,
+              "table2": {str(k): v for k, v in table2.items()}, "scores": scores}
+    write_json_atomic(out / "report.json", report)
+    markdown = _markdown(table1, table2, seconds)
+    (out / "report.md.tmp").write_text(markdown)
+    (out / "report.md.tmp").replace(out / "report.md")
+    _plots(out, table1, table2)
+    print("\n" + markdown)
+    _example(out, load_world(out / "world"), models["VoCo K=1"])
+    return 0

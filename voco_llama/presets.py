@@ -122,12 +122,19 @@ def save_bundle(directory: str | Path, model, tokenizer, image_processor) -> Pat
     return directory
 
 
-def load_bundle(directory: str | Path, dtype=None, device=None, attn_implementation: str | None = None):
-    """(model, tokenizer, image_processor) from a directory written by `save_bundle` or Trainer."""
+def load_bundle(directory: str | Path, dtype=None, device=None, attn_implementation: str | None = None,
+                **config_overrides):
+    """(model, tokenizer, image_processor) from a directory written by `save_bundle` or Trainer.
+    `config_overrides` change the config before the weights load (new modules start fresh)."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise InputError(f"{directory}: not a model directory (no config.json)")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if config_overrides:
+        config = VoCoLlavaConfig.from_pretrained(directory)
+        for key, value in config_overrides.items():
+            setattr(config, key, value)
+        kwargs["config"] = config
     model = VoCoLlavaForConditionalGeneration.from_pretrained(directory, dtype=dtype or torch.float32, **kwargs)
     model = model.to(device or "cpu").eval()
     return model, AutoTokenizer.from_pretrained(directory), AutoImageProcessor.from_pretrained(directory)

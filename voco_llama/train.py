@@ -44,6 +44,7 @@ from torch.utils.data import Sampler
 from transformers import HfArgumentParser, Trainer, TrainerCallback
 from transformers import TrainingArguments as HfTrainingArguments
 
+from .model import COMPRESSORS
 from .processing import InputError
 
 VERSIONS = {"v1": "vicuna_v1", "vicuna_v1": "vicuna_v1", "plain": "plain"}
@@ -68,7 +69,7 @@ class ModelArguments:
     mm_use_im_start_end: bool = field(default=False, metadata={"help": "must be False (not supported)"})
     mm_use_im_patch_token: bool = field(default=False, metadata={"help": "must be False (not supported)"})
     num_voco: int | None = field(default=None, metadata={"help": "K VoCo tokens per image (default: model's, else 1)"})
-    compressor: str = field(default="voco", metadata={"help": "compressor (only voco for now)"})
+    compressor: str = field(default="voco", metadata={"help": "voco, or a 1-token baseline: avgpool, qformer"})
     position_layout: str | None = field(
         default=None, metadata={"help": "compact or natural (default: model's, else compact)"}
     )
@@ -285,8 +286,10 @@ def load_start_model(margs: ModelArguments):
         raise InputError(f"--mm_projector_type {margs.mm_projector_type}: only mlp2x_gelu is supported")
     if margs.mm_use_im_start_end or margs.mm_use_im_patch_token:
         raise InputError("--mm_use_im_start_end / --mm_use_im_patch_token must be False (LLaVA-1.5 uses neither)")
+    if margs.compressor not in COMPRESSORS:
+        raise InputError(f"--compressor {margs.compressor}: expected one of {COMPRESSORS}")
     if margs.compressor != "voco":
-        raise InputError(f"--compressor {margs.compressor}: only voco is implemented")
+        margs.num_voco, margs.attention_rule = 0, "causal"  # the 1-token baselines attend causally
     if margs.attention_rule not in ("voco", "causal"):
         raise InputError(f"--attention_rule {margs.attention_rule}: expected voco or causal")
     if margs.position_layout not in (None, "compact", "natural"):
@@ -295,14 +298,16 @@ def load_start_model(margs: ModelArguments):
     source = margs.model_name_or_path
     model_type = _model_type(source)
     layout = margs.position_layout or "compact"
-    k = margs.num_voco or 1
+    k = 1 if margs.num_voco is None else margs.num_voco
     if model_type == "voco_llava":
-        model, tokenizer, image_processor = load_bundle(source)
-        how = "our saved model"
-        if margs.num_voco:
-            model.config.num_voco = margs.num_voco
+        # A baseline compressor starts from the saved model's weights; its own layers start fresh.
+        overrides = {"compressor": margs.compressor, "attention_rule": margs.attention_rule}
+        if margs.num_voco is not None:
+            overrides["num_voco"] = margs.num_voco
         if margs.position_layout:
-            model.config.position_layout = margs.position_layout
+            overrides["position_layout"] = margs.position_layout
+        model, tokenizer, image_processor = load_bundle(source, **overrides)
+        how = "our saved model"
     elif model_type == "llava":
         with _without_zero3_init():
             model, tokenizer, image_processor = from_llava_hf(source, k, layout)
@@ -329,8 +334,8 @@ def load_start_model(margs: ModelArguments):
             f"{source}: model_type {model_type!r} is neither voco_llava nor llava; "
             "starting from a language model needs --vision_tower and --pretrain_mm_mlp_adapter"
         )
-    if getattr(model.config, "compressor", "voco") != margs.compressor:
-        raise InputError(f"{source}: a {model.config.compressor!r} model; training supports --compressor voco only")
+    if model.config.compressor != margs.compressor:
+        raise InputError(f"{source}: --compressor {margs.compressor} can only start from one of our saved models")
     model.config.attention_rule = margs.attention_rule
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
