@@ -8,6 +8,12 @@ A data file is a JSON list of records `{"id", "image"?, "conversations": [{"from
    every `<image>` tag must sit in the first human turn, at its start or its end, and is moved to
    the start as `"<image>\\n" + text` (LLaVA); the number of tags equals the number of images
    (`"image"` is one path or a list of paths, relative to `image_folder`).
+   A video record (Video-ChatGPT / VideoInstruct style) has `"video"` instead of `"image"` (a video
+   file or a folder of frame images, one path or a list, relative to `video_folder`, by default
+   `image_folder`) and one `<video>` tag per video, placed like `<image>`. Each video gives
+   `num_frames` uniformly sampled frames (`video.read_video`; fewer if it is shorter), and its tag
+   becomes one `<image>` per frame, so every frame is its own compression group and the rest of the
+   pipeline is the same as for several images.
 2. encode (`RecordEncoder`): render with a conversation template, tokenise the whole text once with
    the fast tokenizer, label only tokens overlapping the template's supervised character spans (the
    assistant answers and their closing `</s>`), then expand each `<image>` into its compression group
@@ -40,6 +46,7 @@ from torch.utils.data import Dataset
 
 from .conversation import IMAGE_PLACEHOLDER, TEMPLATES, get_template
 from .processing import ASPECT_RATIOS, InputError, expand_image_tokens, load_image, process_images
+from .video import FRAME_SUFFIXES, VIDEO_PLACEHOLDER, read_video, sample_indices
 
 IGNORE_INDEX = -100
 VOCO_PLACEHOLDER = "<voco>"
@@ -54,6 +61,10 @@ REASONS = {
     "empty_turn": "empty turn",
     "image_count": "<image> count does not match images",
     "image_position": "<image> not at the start or end of the first human turn",
+    "missing_video": "missing video",
+    "unreadable_video": "unreadable video",
+    "video_count": "<video> count does not match videos",
+    "video_frames": "bad video frame count",
     "reserved_token": "text contains the reserved <voco> token",
     "too_long": "over-long record",
     "no_supervision": "no supervised tokens",
@@ -86,6 +97,7 @@ class DataReport:
     total: int = 0
     image_records: int = 0  # good records with images
     text_records: int = 0  # good text-only records
+    video_records: int = 0  # good records with videos
     bad: list[BadRecord] = field(default_factory=list)
 
     @property
@@ -102,7 +114,9 @@ class DataReport:
         by_reason = ", ".join(f"{message}: {counts[r]}" for r, message in REASONS.items() if r in counts)
         line = (
             f"{self.data_path}: {self.total} records, {self.good} good "
-            f"({self.image_records} with images, {self.text_records} text-only), {len(self.bad)} bad"
+            f"({self.image_records} with images, "
+            + (f"{self.video_records} with videos, " if self.video_records else "")
+            + f"{self.text_records} text-only), {len(self.bad)} bad"
         )
         return f"{line} ({by_reason})" if self.bad else line
 
@@ -137,15 +151,47 @@ def record_id(record, index: int) -> str:
     return f"#{index}"
 
 
-def image_files(record: dict) -> list[str]:
-    """The record's image paths, in order (none for a text-only record)."""
-    image = record.get("image")
+def image_files(record: dict, key: str = "image") -> list[str]:
+    """The record's image (or, with key="video", video) paths, in order (none for a text-only record)."""
+    image = record.get(key)
     if image is None:
         return []
     images = [image] if isinstance(image, str) else image
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
-        raise BadRecordError("malformed", f'"image" must be a path or a list of paths, got {image!r}')
+        raise BadRecordError("malformed", f'"{key}" must be a path or a list of paths, got {image!r}')
     return images
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """Frame `index` of the `count` frames sampled from `video`: one compression group."""
+
+    video: str
+    index: int
+    count: int
+
+
+def _frames_for_videos(turns: list[tuple[str, str]], videos: list[str], frame_counts) -> tuple[list, list[VideoFrame]]:
+    """Replace the i-th `<video>` tag by one `<image>` per frame of videos[i] (counts from frame_counts)."""
+    tags = sum(value.count(VIDEO_PLACEHOLDER) for _, value in turns)
+    if tags != len(videos):
+        raise BadRecordError("video_count", f"{tags} {VIDEO_PLACEHOLDER} tag(s), {len(videos)} video(s)")
+    if not videos:
+        return turns, []
+    if frame_counts is None:
+        raise ValueError("a video record needs the frame count of each video (frame_counts)")
+    counts = []
+    for video in videos:
+        count = frame_counts[video]
+        if isinstance(count, BadRecordError):  # missing, unreadable or empty video
+            raise count
+        counts.append(count)
+    pending = iter(counts)
+    out = []
+    for role, value in turns:
+        parts = value.split(VIDEO_PLACEHOLDER)
+        out.append((role, parts[0] + "".join(IMAGE_PLACEHOLDER * next(pending) + p for p in parts[1:])))
+    return out, [VideoFrame(v, k, n) for v, n in zip(videos, counts) for k in range(n)]
 
 
 def _move_images_to_start(text: str) -> tuple[str, int] | None:
@@ -165,8 +211,11 @@ def _move_images_to_start(text: str) -> tuple[str, int] | None:
     return "\n".join([IMAGE_PLACEHOLDER] * n + ([rest] if rest else [])), n
 
 
-def normalize_record(record) -> tuple[list[tuple[str, str]], list[str]]:
-    """(turns as (question, answer) pairs, image paths); raises BadRecordError."""
+def normalize_record(record, frame_counts=None) -> tuple[list[tuple[str, str]], list]:
+    """(turns as (question, answer) pairs, one image path or VideoFrame per compression group).
+
+    `frame_counts` maps each video path to its number of sampled frames (or the BadRecordError that
+    video raised when counted); it is needed only for video records. Raises BadRecordError."""
     if not isinstance(record, dict):
         raise BadRecordError("malformed", f"expected an object, got {type(record).__name__}")
     conversations = record.get("conversations")
@@ -175,7 +224,9 @@ def normalize_record(record) -> tuple[list[tuple[str, str]], list[str]]:
         for t in conversations
     ):
         raise BadRecordError("malformed", '"conversations" must be a list of {"from", "value"} strings')
-    images = image_files(record)
+    images, videos = image_files(record), image_files(record, "video")
+    if images and videos:
+        raise BadRecordError("malformed", 'a record has "image" or "video", not both')
 
     turns = [(t["from"], t["value"]) for t in conversations]
     if turns and turns[0][0] != HUMAN:  # LLaVA drops a leading non-human turn
@@ -188,6 +239,8 @@ def normalize_record(record) -> tuple[list[tuple[str, str]], list[str]]:
         turns = turns[:-1]
     if not turns:
         raise BadRecordError("no_answer")
+    turns, frames = _frames_for_videos(turns, videos, frame_counts)
+    images = images or frames
 
     for i, (role, value) in enumerate(turns):
         if IMAGE_PLACEHOLDER in value and i > 0:
@@ -234,7 +287,7 @@ class Encoded:
 
     text_ids: list[int]
     text_labels: list[int]
-    images: list[str]
+    images: list  # an image path or a VideoFrame per group
     length: int  # after expanding every image into its group and truncating
 
 
@@ -242,7 +295,7 @@ class Encoded:
 class Sample:
     input_ids: list[int]
     labels: list[int]
-    images: list[str]
+    images: list  # an image path or a VideoFrame per group
 
 
 class RecordEncoder:
@@ -266,34 +319,34 @@ class RecordEncoder:
             if got != expected:
                 raise ValueError(f"the tokenizer maps {token} to id {got} but the model config says {expected}")
 
-    def render(self, record) -> tuple[str, list[tuple[int, int]], list[str]]:
-        turns, images = normalize_record(record)
+    def render(self, record, frame_counts=None) -> tuple[str, list[tuple[int, int]], list]:
+        turns, images = normalize_record(record, frame_counts)
         text, spans = self.template.render(turns)
         return text, spans, images
 
-    def encode(self, record) -> Sample:
+    def encode(self, record, frame_counts=None) -> Sample:
         """The training row: every image expanded into its group, cut to model_max_length."""
-        checked = self.check(record)
+        checked = self.check(record, frame_counts)
         ids, labels = expand_image_tokens(
             checked.text_ids, self.image_token_id, self.num_vision, self.voco_token_id, self.num_voco,
             checked.text_labels,
         )
         return Sample(ids[: checked.length], labels[: checked.length], checked.images)
 
-    def check(self, record) -> Encoded:
+    def check(self, record, frame_counts=None) -> Encoded:
         """Render, tokenise, label and measure one record; raises BadRecordError."""
-        [result] = self.check_many([record])
+        [result] = self.check_many([record], frame_counts)
         if isinstance(result, BadRecordError):
             raise result
         return result
 
-    def check_many(self, records: list) -> list[Encoded | BadRecordError]:
+    def check_many(self, records: list, frame_counts=None) -> list[Encoded | BadRecordError]:
         """`check` over many records, tokenised in one batch (the fast tokenizer's parallel path)."""
         out: list[Encoded | BadRecordError] = []
         rendered = []
         for record in records:
             try:
-                rendered.append(self.render(record))
+                rendered.append(self.render(record, frame_counts))
             except BadRecordError as err:
                 rendered.append(err)
         texts = [r[0] for r in rendered if not isinstance(r, BadRecordError)]
@@ -364,16 +417,56 @@ def _image_problem(folder: Path, relative: str, open_images: bool) -> BadRecordE
     return None
 
 
+def _frame_total(path: Path) -> int:
+    """Frames in a folder of frame images, or in a video file as its header says (else by packets)."""
+    if path.is_dir():
+        return sum(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _video_problem(folder: Path, relative: str, num_frames: int | None, open_videos: bool) -> int | BadRecordError:
+    """The number of frames the video gives (sampled as training samples them), or what is wrong.
+
+    The count is taken cheaply (files in the folder, the file's header); with open_videos the
+    sampled frames are also decoded with the same `read_video` training uses, and must be as many."""
+    path = folder / relative
+    if not path.exists():
+        return BadRecordError("missing_video", relative)
+    try:
+        total = _frame_total(path)
+    except Exception as err:  # noqa: BLE001  (PyAV raises many kinds of error on a broken file)
+        return BadRecordError("unreadable_video", f"{relative} ({err.__class__.__name__}: {err})")
+    if total == 0:
+        return BadRecordError("video_frames", f"{relative} has no frames")
+    count = len(sample_indices(total, num_frames))
+    if open_videos:
+        try:
+            got = len(read_video(path, num_frames))
+        except InputError as err:  # "<path>: <what>"
+            return BadRecordError("unreadable_video", f"{relative}: {str(err).removeprefix(f'{path}: ')}")
+        if got != count:
+            return BadRecordError("video_frames", f"{relative} decodes to {got} sampled frame(s), header: {count}")
+    return count
+
+
 @dataclass
 class RecordInfo:
     """What validation keeps of a good record (not its tokens: 665k of those would not fit)."""
 
-    images: list[str]
+    images: list  # an image path or a VideoFrame per group
     length: int
 
     @property
     def has_image(self) -> bool:
         return bool(self.images)
+
+    @property
+    def has_video(self) -> bool:
+        return any(isinstance(m, VideoFrame) for m in self.images)
 
 
 def scan_records(
@@ -383,18 +476,34 @@ def scan_records(
     open_images: bool = False,
     num_workers: int = 8,
     chunk_size: int = 1024,
+    video_folder: str | Path | None = None,
+    num_frames: int | None = 8,
 ) -> tuple[list[RecordInfo | None], list[BadRecord]]:
     """Check every record: (RecordInfo, or None if bad, per record; the bad records).
 
     Images are checked for existence, or, with open_images, actually opened and decoded with
-    the same `load_image` training uses (in a thread pool: decoding 665k images takes a while)."""
+    the same `load_image` training uses (in a thread pool: decoding 665k images takes a while).
+    Videos (relative to video_folder, by default image_folder) are counted first, since their
+    frame counts decide the records' lengths; with open_images their frames are decoded too."""
     folder = Path(image_folder) if image_folder is not None else Path()
+    video_root = Path(video_folder) if video_folder is not None else folder
+    videos = set()
+    for record in records:
+        try:
+            videos.update(image_files(record, "video") if isinstance(record, dict) else [])
+        except BadRecordError:
+            pass  # reported as malformed when the record is checked
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        videos = sorted(videos)
+        counted = pool.map(lambda v: _video_problem(video_root, v, num_frames, open_images), videos)
+        frame_counts = dict(zip(videos, counted))
+
     results: list[RecordInfo | BadRecordError] = []
     for begin in range(0, len(records), chunk_size):
-        for r in encoder.check_many(records[begin: begin + chunk_size]):
+        for r in encoder.check_many(records[begin: begin + chunk_size], frame_counts):
             results.append(r if isinstance(r, BadRecordError) else RecordInfo(r.images, r.length))
 
-    paths = sorted({p for r in results if isinstance(r, RecordInfo) for p in r.images})
+    paths = sorted({p for r in results if isinstance(r, RecordInfo) for p in r.images if isinstance(p, str)})
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         problems = dict(zip(paths, pool.map(lambda p: _image_problem(folder, p, open_images), paths)))
 
@@ -402,7 +511,8 @@ def scan_records(
     bad: list[BadRecord] = []
     for index, (record, result) in enumerate(zip(records, results)):
         if isinstance(result, RecordInfo):
-            result = next((problems[p] for p in result.images if problems[p] is not None), result)
+            found = (problems[p] for p in result.images if isinstance(p, str) and problems[p] is not None)
+            result = next(found, result)
         if isinstance(result, BadRecordError):
             bad.append(BadRecord(index, record_id(record, index), result.reason, str(result)))
             infos.append(None)
@@ -420,16 +530,21 @@ def check_data(
     model_max_length: int = 2048,
     image_aspect_ratio: str = "pad",
     num_workers: int = 8,
+    video_folder: str | Path | None = None,
+    num_frames: int | None = 8,
 ) -> DataReport:
-    """Validate a data file as training would read it, opening every image; see DataReport."""
+    """Validate a data file as training would read it, opening every image and video; see DataReport."""
     if image_aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"unknown image_aspect_ratio {image_aspect_ratio!r}; expected one of {ASPECT_RATIOS}")
     records = load_records(data_path)
     encoder = RecordEncoder(tokenizer, config, template, model_max_length)
-    infos, bad = scan_records(records, encoder, image_folder, open_images=True, num_workers=num_workers)
+    infos, bad = scan_records(
+        records, encoder, image_folder, open_images=True, num_workers=num_workers,
+        video_folder=video_folder, num_frames=num_frames,
+    )
     good = [info for info in infos if info is not None]
-    n_image = sum(e.has_image for e in good)
-    return DataReport(str(data_path), len(records), n_image, len(good) - n_image, bad)
+    n_image, n_video = sum(e.has_image and not e.has_video for e in good), sum(e.has_video for e in good)
+    return DataReport(str(data_path), len(records), n_image, len(good) - n_image - n_video, n_video, bad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,6 +557,7 @@ class VoCoInstructionDataset(Dataset):
 
     Item: {"input_ids": LongTensor[L], "labels": LongTensor[L],
            "pixel_values": FloatTensor[n_images, 3, H, W] or None (text-only record)}.
+    A video record has one row per sampled frame (`num_frames`, uniform, from `video_folder`).
     Bad records raise a ValueError at construction, or with skip_bad=True are dropped and listed
     in `bad_records` (counts per reason in `bad_counts`). Images are only checked to exist here
     (open_images=True decodes each one, as `check_data` does, which is slow on 665k images); one
@@ -459,17 +575,24 @@ class VoCoInstructionDataset(Dataset):
         image_aspect_ratio: str = "pad",
         skip_bad: bool = False,
         open_images: bool = False,
+        video_folder: str | Path | None = None,
+        num_frames: int | None = 8,
     ):
         if image_aspect_ratio not in ASPECT_RATIOS:
             raise ValueError(f"unknown image_aspect_ratio {image_aspect_ratio!r}; expected one of {ASPECT_RATIOS}")
         self.data_path = str(data_path)
         self.image_folder = Path(image_folder) if image_folder is not None else Path()
+        self.video_folder = Path(video_folder) if video_folder is not None else self.image_folder
+        self.num_frames = num_frames
         self.image_processor = image_processor
         self.image_aspect_ratio = image_aspect_ratio
         self.encoder = RecordEncoder(tokenizer, config, template, model_max_length)
 
         records = load_records(data_path)
-        infos, bad = scan_records(records, self.encoder, image_folder, open_images=open_images)
+        infos, bad = scan_records(
+            records, self.encoder, image_folder, open_images=open_images,
+            video_folder=self.video_folder, num_frames=num_frames,
+        )
         if bad and not skip_bad:
             first = "; ".join(str(b) for b in bad[:5])
             raise ValueError(
@@ -483,6 +606,8 @@ class VoCoInstructionDataset(Dataset):
         self.ids = [record_id(records[i], i) for i in keep]
         self._lengths = [infos[i].length for i in keep]
         self._has_image = [infos[i].has_image for i in keep]
+        # frames per video, as validated: the records' token counts were measured with them
+        self.frame_counts = {m.video: m.count for i in keep for m in infos[i].images if isinstance(m, VideoFrame)}
         self.bad_records: list[BadRecord] = bad
         self.bad_counts: dict[str, int] = dict(Counter(b.reason for b in bad))
         self.num_records = len(records)
@@ -502,11 +627,11 @@ class VoCoInstructionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | None]:
         record = self.records[i]
-        sample = self.encoder.encode(record)  # checked at construction: cannot fail now
+        sample = self.encoder.encode(record, self.frame_counts)  # checked at construction: cannot fail now
         pixel_values = None
         if sample.images:
             try:
-                images = [load_image(self.image_folder / p) for p in sample.images]
+                images = self._load(sample.images)
             except InputError as err:
                 raise InputError(f"record {self.ids[i]}: {err}") from None
             pixel_values = process_images(images, self.image_processor, self.image_aspect_ratio)
@@ -515,6 +640,19 @@ class VoCoInstructionDataset(Dataset):
             "labels": torch.tensor(sample.labels, dtype=torch.long),
             "pixel_values": pixel_values,
         }
+
+    def _load(self, groups: list) -> list:
+        """One RGB image per group: image files, or the sampled frames of each video (read once)."""
+        videos = {}
+        for m in groups:
+            if isinstance(m, VideoFrame) and m.video not in videos:
+                frames = read_video(self.video_folder / m.video, self.num_frames)
+                if len(frames) != m.count:
+                    raise InputError(f"{m.video}: {len(frames)} frames decoded, {m.count} counted when checked")
+                videos[m.video] = frames
+        return [
+            videos[m.video][m.index] if isinstance(m, VideoFrame) else load_image(self.image_folder / m) for m in groups
+        ]
 
 
 class VoCoDataCollator:
@@ -587,6 +725,8 @@ def _run_check(args: argparse.Namespace) -> int:
     try:
         if not Path(args.image_folder).is_dir():
             raise InputError(f"{args.image_folder}: image folder not found")
+        if args.video_folder is not None and not Path(args.video_folder).is_dir():
+            raise InputError(f"{args.video_folder}: video folder not found")
         source = args.model or args.tokenizer
         if not Path(source).is_dir():
             raise InputError(f"{source}: directory not found")
@@ -600,7 +740,7 @@ def _run_check(args: argparse.Namespace) -> int:
             config = _tokenizer_data_config(tokenizer, args.num_voco, args.num_vision_tokens)
         report = check_data(
             args.data_path, args.image_folder, tokenizer, config, args.version,
-            args.model_max_length, args.image_aspect_ratio, args.num_workers,
+            args.model_max_length, args.image_aspect_ratio, args.num_workers, args.video_folder, args.num_frames,
         )
     except (InputError, ValueError) as err:  # unusable input or settings, not bad records
         print(f"error: {err}", file=sys.stderr)
@@ -622,6 +762,10 @@ def register_cli(subparsers) -> None:
     )
     check.add_argument("--data_path", required=True, help="LLaVA instruction JSON (a list of records)")
     check.add_argument("--image_folder", required=True, help="folder the records' image paths are relative to")
+    check.add_argument(
+        "--video_folder", default=None, help="folder the records' video paths are relative to (default: --image_folder)"
+    )
+    check.add_argument("--num_frames", type=int, default=8, help="frames sampled uniformly per video (default 8)")
     source = check.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="saved VoCo model directory (tokenizer + config.json)")
     source.add_argument("--tokenizer", help="tokenizer directory, when there is no model yet")
