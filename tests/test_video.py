@@ -124,3 +124,22 @@ def test_chat_multi_turn_from_one_compression(tmp_path):
     assert pipe.load_cache(tmp_path / "c.voco").num_groups == 1
     chat.handle("/image /does/not/exist.png")
     assert "exist.png: image not found" in out.getvalue()
+
+
+def test_eval_video_questions_from_frame_caches(tmp_path):
+    from voco_llama.evaluate import run_eval
+
+    for clip in ("c1", "c2"):
+        (tmp_path / clip).mkdir()
+        for i, frame in enumerate(frames(6 if clip == "c1" else 9)):
+            frame.save(tmp_path / clip / f"{i}.png")
+    q = [{"question_id": i, "video": c, "text": "Which way?"} for i, c in enumerate(["c1", "c2", "c1"])]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(x) + "\n" for x in q))
+    pipe = VoCoPipeline(*build_model("tiny", num_voco=1))
+    voco = run_eval(pipe, tmp_path / "q.jsonl", tmp_path / "v.jsonl", tmp_path, mode="voco", num_frames=4,
+                    max_new_tokens=4, batch_size=3)
+    assert voco["images_compressed"] == 2 and voco["cache_reuses"] == 1
+    run_eval(pipe, tmp_path / "q.jsonl", tmp_path / "m.jsonl", tmp_path, mode="masked", num_frames=4,
+             max_new_tokens=4, batch_size=3)
+    texts = lambda p: [json.loads(line)["text"] for line in p.read_text().splitlines()]  # noqa: E731
+    assert texts(tmp_path / "v.jsonl") == texts(tmp_path / "m.jsonl")

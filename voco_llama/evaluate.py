@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .cache import VoCoCache
 from .processing import InputError
+from .video import read_video
 
 MODES = {"voco": "cache", "masked": "masked", "full": "full", "none": "none"}
 
@@ -78,20 +79,24 @@ def answered_ids(path: Path) -> set:
 
 
 class _CacheStore:
-    """Compressed images by path, most recently used kept (compress once, ask many)."""
+    """Compressed images (and videos: a group per frame) by path, most recently used kept
+    (compress once, ask many)."""
 
-    def __init__(self, pipe, num_voco, capacity: int = 1024):
-        self.pipe, self.num_voco, self.capacity = pipe, num_voco, capacity
+    def __init__(self, pipe, num_voco, num_frames: int = 8, capacity: int = 1024):
+        self.pipe, self.num_voco, self.num_frames, self.capacity = pipe, num_voco, num_frames, capacity
         self.caches: OrderedDict[str, VoCoCache] = OrderedDict()
         self.compressed = self.reused = 0
 
-    def get(self, paths: list[str]) -> VoCoCache:
+    def get(self, paths: list[str], videos: bool = False) -> VoCoCache:
         missing = list(dict.fromkeys(p for p in paths if p not in self.caches))
-        if missing:
+        if missing and videos:
+            for p in missing:
+                self.caches[p] = self.pipe.compress_video(p, self.num_frames, num_voco=self.num_voco)
+        elif missing:
             fresh = self.pipe.compress(missing, num_voco=self.num_voco)
             for i, p in enumerate(missing):
                 self.caches[p] = fresh[i]
-            self.compressed += len(missing)
+        self.compressed += len(missing)
         self.reused += len(paths) - len(missing)
         for p in paths:
             self.caches.move_to_end(p)
@@ -114,7 +119,10 @@ def run_eval(
     num_chunks: int = 1,
     chunk_idx: int = 0,
     model_id: str = "voco-llama",
+    num_frames: int = 8,
 ) -> dict:
+    """Answer a question file. A question with "video" instead of "image" (a video file or a folder
+    of frames) is answered over `num_frames` frames, each its own compression group."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
     questions = get_chunk(read_questions(question_file), num_chunks, chunk_idx)
@@ -122,18 +130,22 @@ def run_eval(
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     done = answered_ids(answers_file)
     todo = [q for q in questions if q["question_id"] not in done]
-    store = _CacheStore(pipe, num_voco)
+    store = _CacheStore(pipe, num_voco, num_frames)
     folder = Path(image_folder)
     start = time.perf_counter()
     with open(answers_file, "a") as out, tqdm(total=len(todo), desc=f"eval {mode}", unit="q") as bar:
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
-            images = [str(folder / q["image"]) for q in chunk] if mode != "none" else None
+            videos = "video" in chunk[0]
+            kind = "video" if videos else "image"
+            images = [str(folder / q[kind]) for q in chunk] if mode != "none" else None
             if images:
                 for path in dict.fromkeys(images):
-                    if not os.path.isfile(path):
-                        raise InputError(f"{path}: image not found (question {chunk[images.index(path)]['question_id']})")
-            cache = store.get(images) if mode == "voco" else None
+                    if not os.path.exists(path):
+                        raise InputError(f"{path}: {kind} not found (question {chunk[images.index(path)]['question_id']})")
+            cache = store.get(images, videos) if mode == "voco" else None
+            if videos and images and mode != "voco":
+                images = [frame for path in images for frame in read_video(path, num_frames)]
             answers = pipe.ask(
                 [q["text"] for q in chunk], cache=cache, images=images, path=MODES[mode], num_voco=num_voco,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -165,7 +177,7 @@ def _eval_command(args) -> int:
     summary = run_eval(
         pipe, args.question_file, args.answers_file, args.image_folder, args.mode, args.num_voco,
         args.max_new_tokens, args.temperature, args.top_p, args.batch_size, args.num_chunks, args.chunk_idx,
-        args.model_id or Path(args.model).name,
+        args.model_id or Path(args.model).name, args.num_frames,
     )
     print(json.dumps(summary))
     return 0
@@ -187,4 +199,5 @@ def register_cli(subparsers) -> None:
     p.add_argument("--num-chunks", type=int, default=1)
     p.add_argument("--chunk-idx", type=int, default=0)
     p.add_argument("--model-id")
+    p.add_argument("--num-frames", type=int, default=8, help="frames per video question")
     p.set_defaults(func=_eval_command)

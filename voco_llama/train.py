@@ -84,6 +84,8 @@ class DataArguments:
     data_path: str = field(metadata={"help": "LLaVA instruction JSON (llava_v1_5_mix665k.json schema)"})
     image_folder: str | None = field(default=None, metadata={"help": "folder the image paths are relative to"})
     image_aspect_ratio: str = field(default="pad", metadata={"help": "pad, resize, square or original"})
+    video_folder: str | None = field(default=None, metadata={"help": "folder video paths are relative to (default: image_folder)"})
+    num_frames: int = field(default=8, metadata={"help": "frames sampled per video, each its own compression group"})
     lazy_preprocess: bool = field(default=True, metadata={"help": "accepted for LLaVA compatibility (always lazy)"})
     is_multimodal: bool = field(default=True, metadata={"help": "accepted for LLaVA compatibility"})
     skip_bad_samples: bool = field(default=False, metadata={"help": "drop bad records (counted) instead of refusing"})
@@ -391,6 +393,7 @@ def run(argv: list[str]) -> int:
             dargs.data_path, tokenizer, image_processor, model.config, image_folder=dargs.image_folder,
             template=template, model_max_length=targs.model_max_length,
             image_aspect_ratio=dargs.image_aspect_ratio, skip_bad=True, open_images=True,
+            video_folder=dargs.video_folder, num_frames=dargs.num_frames,
         )
     except ValueError as err:
         raise InputError(str(err).splitlines()[0]) from None
