@@ -328,21 +328,8 @@ def answer_once(model, call, decode_steps: int) -> tuple[float, list[float], tor
     steps = []
     for step in range(decode_steps):
         start = time.perf_counter()
-        new = TokenLabels(
-            kind=torch.zeros_like(token)[:, None],
-            group=torch.zeros_like(token)[:, None],
-            valid=torch.ones_like(token, dtype=torch.bool)[:, None],
-            order=torch.full_like(token, order + step)[:, None],
-        )
-        key = TokenLabels.cat(key, new)
-        out = model.text_model(
-            inputs_embeds=model.get_input_embeddings()(token[:, None]),
-            attention_mask=model.attention_mask_for(new, key, RULE),
-            position_ids=next_position + step,
-            past_key_values=past,
-            use_cache=True,
-        )
-        token = model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
+        logits, key = model.decode_step(token, key, past, next_position + step, order + step, RULE)
+        token = logits.argmax(-1)
         steps.append(time.perf_counter() - start)
     return ttft, steps, first_logits
 

@@ -297,6 +297,25 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         )
         return self.lm_head(out.last_hidden_state), query, key, out.past_key_values, q_positions
 
+    def decode_step(self, token, key: TokenLabels, past, position, order: int, rule: str):
+        """One new context token per row against the KV cache. Returns (next-token logits [B, V]
+        in fp32, the key labels grown by the new token)."""
+        new = TokenLabels(
+            kind=torch.full_like(token, CONTEXT)[:, None],
+            group=torch.zeros_like(token)[:, None],
+            valid=torch.ones_like(token, dtype=torch.bool)[:, None],
+            order=torch.full_like(token, order)[:, None],
+        )
+        key = TokenLabels.cat(key, new)
+        out = self.text_model(
+            inputs_embeds=self.get_input_embeddings()(token[:, None]),
+            attention_mask=self.attention_mask_for(new, key, rule),
+            position_ids=position,
+            past_key_values=past,
+            use_cache=True,
+        )
+        return self.lm_head(out.last_hidden_state[:, -1]).float(), key
+
     @torch.no_grad()
     def generate(
         self,
@@ -339,21 +358,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             done = done | (token == eos) if eos is not None else done
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            new = TokenLabels(
-                kind=torch.zeros_like(token)[:, None],
-                group=torch.zeros_like(token)[:, None],
-                valid=torch.ones_like(done)[:, None],
-                order=torch.full_like(token, order + step)[:, None],
-            )
-            key = TokenLabels.cat(key, new)
-            out = self.text_model(
-                inputs_embeds=self.get_input_embeddings()(token[:, None]),
-                attention_mask=self.attention_mask_for(new, key, rule),
-                position_ids=next_position + step,
-                past_key_values=past,
-                use_cache=True,
-            )
-            next_logits = self.lm_head(out.last_hidden_state[:, -1]).float()
+            next_logits, key = self.decode_step(token, key, past, next_position + step, order + step, rule)
         if streamer is not None:
             streamer.end()
         sequences = torch.stack(tokens, dim=1)
