@@ -77,7 +77,8 @@ def _slug(name: str) -> str:
     return name.lower().replace(" ", "-").replace("=", "")
 
 
-def _train(out: Path, start: Path, world, steps: int, lr: float, flags: list[str], seed: int = 0) -> Path:
+def _train(preset: DemoPreset, out: Path, start: Path, world, steps: int, lr: float, flags: list[str],
+           seed: int = 0) -> Path:
     from .train import run
 
     if (out / "config.json").is_file():
@@ -85,7 +86,7 @@ def _train(out: Path, start: Path, world, steps: int, lr: float, flags: list[str
     run([
         "--model_name_or_path", str(start), "--version", "v1", "--data_path", str(world.train_json),
         "--image_folder", str(world.images_dir), "--output_dir", str(out), "--max_steps", str(steps),
-        "--per_device_train_batch_size", str(PRESET.batch_size), "--learning_rate", str(lr),
+        "--per_device_train_batch_size", str(preset.batch_size), "--learning_rate", str(lr),
         "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03", "--weight_decay", "0",
         "--logging_steps", str(max(1, steps // 8)), "--save_strategy", "no", "--report_to", "none",
         "--dataloader_num_workers", "0", "--model_max_length", "512", "--seed", str(seed),
@@ -94,12 +95,12 @@ def _train(out: Path, start: Path, world, steps: int, lr: float, flags: list[str
     return out
 
 
-def _evaluate(pipe, world, row_dir: Path, mode: str) -> dict[str, float]:
+def _evaluate(preset: DemoPreset, pipe, world, row_dir: Path, mode: str) -> dict[str, float]:
     scores = {}
     for bench in BENCHES:
         answers = row_dir / f"{bench}.jsonl"
         run_eval(pipe, world.questions(bench), answers, world.images_dir, mode=mode,
-                 max_new_tokens=PRESET.max_new_tokens, batch_size=PRESET.eval_batch_size, model_id=row_dir.name)
+                 max_new_tokens=preset.max_new_tokens, batch_size=preset.eval_batch_size, model_id=row_dir.name)
         summary = score(bench, answers, world.answer_key(bench))
         write_json_atomic(row_dir / f"{bench}.score.json", summary)
         scores[bench] = summary["score"]
@@ -136,9 +137,9 @@ def _plots(out: Path, table1: dict, table2: dict) -> None:
     plt.close(fig)
 
 
-def _markdown(table1: dict, table2: dict, seconds: float) -> str:
+def _markdown(preset: DemoPreset, table1: dict, table2: dict, seconds: float) -> str:
     benches = list(BENCHES)
-    lines = ["# VoCo-LLaMA at toy scale", "", f"Preset `{PRESET.name}`, {seconds / 60:.1f} min wall time.", "",
+    lines = ["# VoCo-LLaMA at toy scale", "", f"Preset `{preset.name}`, {seconds / 60:.1f} min wall time.", "",
              "## Table 1: methods (scores per benchmark, mean retention)", "",
              "| method | " + " | ".join(DISPLAY_NAMES.get(b, b) for b in benches) + " | mean retention |",
              "|---" * (len(benches) + 2) + "|"]
@@ -148,11 +149,12 @@ def _markdown(table1: dict, table2: dict, seconds: float) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if mean is None else f'{100 * mean:.1f}%'} |")
     lines += ["", "## Table 2: VoCo tokens K (mean retention)", "",
               "| K | " + " | ".join(str(k) for k in sorted(table2)) + " |", "|---" * (len(table2) + 1) + "|",
-              "| retention | " + " | ".join(f"{100 * (table2[k] or 0):.1f}%" for k in sorted(table2)) + " |", ""]
+              "| retention | " + " | ".join("-" if table2[k] is None else f"{100 * table2[k]:.1f}%" for k in sorted(table2))
+              + " |", ""]
     return "\n".join(lines)
 
 
-def _example(out: Path, world, model_dir: Path) -> None:
+def _example(preset: DemoPreset, out: Path, world, model_dir: Path) -> None:
     pipe = VoCoPipeline.from_pretrained(model_dir)
     question = json.loads(world.questions("gqa").read_text().splitlines()[0])
     key = json.loads(world.answer_key("gqa").read_text().splitlines()[0])
@@ -161,7 +163,7 @@ def _example(out: Path, world, model_dir: Path) -> None:
     cache_file = cache.save(out / "example.voco")
     config = pipe.model.config
     full = kv_bytes(config, config.num_vision_tokens + cache.num_voco, cache.keys[0].element_size())
-    answer = pipe.ask(question["text"], cache=cache, max_new_tokens=PRESET.max_new_tokens)
+    answer = pipe.ask(question["text"], cache=cache, max_new_tokens=preset.max_new_tokens)
     print(f"\nexample image  {image}")
     print(f"cache          {cache.nbytes:,} bytes ({cache_file.stat().st_size:,} on disk) vs full-token K/V "
           f"{full:,} bytes ({config.num_vision_tokens} vision + {cache.num_voco} VoCo tokens): {cache.nbytes / full:.1%}")
@@ -169,60 +171,56 @@ def _example(out: Path, world, model_dir: Path) -> None:
     print(f"answer (cache) {answer.text!r}   expected {key['answer']!r}")
 
 
-PRESET: DemoPreset = PRESETS["demo"]
-
-
 def run_demo(args) -> int:
-    global PRESET
     if args.preset not in PRESETS:
         raise ValueError(f"unknown demo preset {args.preset!r}; expected one of {sorted(PRESETS)}")
-    PRESET = PRESETS[args.preset]
+    preset = PRESETS[args.preset]
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    world = ensure_world(out / "world", seed=0, **PRESET.world)
+    world = ensure_world(out / "world", seed=0, **preset.world)
     tokenizer = build_world_tokenizer(world) if not (world.tokenizer_dir / "tokenizer.json").is_file() else None
     init = out / "models" / "init"
     if not (init / "config.json").is_file():
         from transformers import AutoTokenizer
 
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(world.tokenizer_dir)
-        save_bundle(init, *build_model("tiny", tokenizer=tokenizer, num_voco=0, attention_rule="causal", **PRESET.model))
-    base = _train(out / "models" / "base", init, world, PRESET.base_steps, PRESET.base_lr,
+        save_bundle(init, *build_model("tiny", tokenizer=tokenizer, num_voco=0, attention_rule="causal", **preset.model))
+    base = _train(preset, out / "models" / "base", init, world, preset.base_steps, preset.base_lr,
                   ["--num_voco", "0", "--attention_rule", "causal", "--freeze_vision_tower", "False"])
-    models = {name: _train(out / "models" / _slug(name), base, world, PRESET.finetune_steps, PRESET.finetune_lr, flags)
+    models = {name: _train(preset, out / "models" / _slug(name), base, world, preset.finetune_steps, preset.finetune_lr, flags)
               for name, (flags, _) in METHODS.items()}
-    for k in PRESET.ks:
+    for k in preset.ks:
         if k != 1:
-            models[f"VoCo K={k}"] = _train(out / "models" / f"voco-k{k}", base, world, PRESET.finetune_steps,
-                                           PRESET.finetune_lr, ["--num_voco", str(k), "--attention_rule", "voco"])
+            models[f"VoCo K={k}"] = _train(preset, out / "models" / f"voco-k{k}", base, world, preset.finetune_steps,
+                                           preset.finetune_lr, ["--num_voco", str(k), "--attention_rule", "voco"])
 
     scores = {}
     rows = [(name, models[name], mode) for name, (_, mode) in METHODS.items()]
     rows.append(("Lower bound", models["Upper bound"], "voco"))
-    rows += [(f"VoCo K={k}", models[f"VoCo K={k}"], "voco") for k in PRESET.ks if k != 1]
+    rows += [(f"VoCo K={k}", models[f"VoCo K={k}"], "voco") for k in preset.ks if k != 1]
     for name, model_dir, mode in rows:
         print(f"voco demo: evaluating {name} ({mode})")
         pipe = VoCoPipeline.from_pretrained(model_dir)
-        scores[name] = _evaluate(pipe, world, out / "answers" / _slug(name), mode)
+        scores[name] = _evaluate(preset, pipe, world, out / "answers" / _slug(name), mode)
 
     upper, lower = scores["Upper bound"], scores["Lower bound"]
     table1 = {}
     for name in ["Upper bound", "VoCo K=1", "Avg-pool", "Q-Former", "Lower bound"]:
         table1[name] = {"scores": scores[name], "mean_retention": retention(upper, scores[name], lower)["mean"],
                         "retention": retention(upper, scores[name], lower)["retention"]}
-    table2 = {k: retention(upper, scores[f"VoCo K={k}"], lower)["mean"] for k in PRESET.ks}
+    table2 = {k: retention(upper, scores[f"VoCo K={k}"], lower)["mean"] for k in preset.ks}
     seconds = time.perf_counter() - start
-    report = {"preset": asdict(PRESET), "seconds": round(seconds, 1), "table1": table1,
+    report = {"preset": asdict(preset), "seconds": round(seconds, 1), "table1": table1,
               "table2": {str(k): v for k, v in table2.items()}, "scores": scores}
     write_json_atomic(out / "report.json", report)
-    markdown = _markdown(table1, table2, seconds)
+    markdown = _markdown(preset, table1, table2, seconds)
     (out / "report.md.tmp").write_text(markdown)
     (out / "report.md.tmp").replace(out / "report.md")
     _plots(out, table1, table2)
     print("\n" + markdown)
-    _example(out, load_world(out / "world"), models["VoCo K=1"])
+    _example(preset, out, load_world(out / "world"), models["VoCo K=1"])
     return 0
