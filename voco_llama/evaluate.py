@@ -78,31 +78,37 @@ def answered_ids(path: Path) -> set:
     return done
 
 
-class _CacheStore:
-    """Compressed images (and videos: a group per frame) by path, most recently used kept
-    (compress once, ask many)."""
+class CacheStore:
+    """Compressed images (and videos: a group per frame) by key, most recently used kept
+    (compress once, ask many). Keys default to the items themselves (paths)."""
 
     def __init__(self, pipe, num_voco, num_frames: int = 8, capacity: int = 1024):
         self.pipe, self.num_voco, self.num_frames, self.capacity = pipe, num_voco, num_frames, capacity
         self.caches: OrderedDict[str, VoCoCache] = OrderedDict()
         self.compressed = self.reused = 0
 
-    def get(self, paths: list[str], videos: bool = False) -> VoCoCache:
-        missing = list(dict.fromkeys(p for p in paths if p not in self.caches))
+    def get(self, items: list, keys: list[str] | None = None, videos: bool = False) -> VoCoCache:
+        """One cache holding the items' groups in order, compressing those not seen yet."""
+        keys = keys or [str(item) for item in items]
+        missing = {}
+        for key, item in zip(keys, items):
+            if key not in self.caches and key not in missing:
+                missing[key] = item
         if missing and videos:
-            for p in missing:
-                self.caches[p] = self.pipe.compress_video(p, self.num_frames, num_voco=self.num_voco)
+            for key, item in missing.items():
+                self.caches[key] = self.pipe.compress_video(item, self.num_frames, num_voco=self.num_voco)
         elif missing:
-            fresh = self.pipe.compress(missing, num_voco=self.num_voco)
-            for i, p in enumerate(missing):
-                self.caches[p] = fresh[i]
+            fresh = self.pipe.compress(list(missing.values()), num_voco=self.num_voco)
+            for i, key in enumerate(missing):
+                self.caches[key] = fresh[i]
         self.compressed += len(missing)
-        self.reused += len(paths) - len(missing)
-        for p in paths:
-            self.caches.move_to_end(p)
+        self.reused += len(keys) - len(missing)
+        for key in keys:
+            self.caches.move_to_end(key)
+        result = VoCoCache.cat([self.caches[key] for key in keys])
         while len(self.caches) > self.capacity:
             self.caches.popitem(last=False)
-        return VoCoCache.cat([self.caches[p] for p in paths])
+        return result
 
 
 def run_eval(
@@ -130,7 +136,7 @@ def run_eval(
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     done = answered_ids(answers_file)
     todo = [q for q in questions if q["question_id"] not in done]
-    store = _CacheStore(pipe, num_voco, num_frames)
+    store = CacheStore(pipe, num_voco, num_frames)
     folder = Path(image_folder)
     start = time.perf_counter()
     with open(answers_file, "a") as out, tqdm(total=len(todo), desc=f"eval {mode}", unit="q") as bar:
@@ -143,7 +149,7 @@ def run_eval(
                 for path in dict.fromkeys(images):
                     if not os.path.exists(path):
                         raise InputError(f"{path}: {kind} not found (question {chunk[images.index(path)]['question_id']})")
-            cache = store.get(images, videos) if mode == "voco" else None
+            cache = store.get(images, videos=videos) if mode == "voco" else None
             if videos and images and mode != "voco":
                 images = [frame for path in images for frame in read_video(path, num_frames)]
             answers = pipe.ask(

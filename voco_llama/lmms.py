@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ from PIL import Image
 
 from .cache import VoCoCache
 from .conversation import IMAGE_PLACEHOLDER, get_template
+from .evaluate import CacheStore
 from .inference import VoCoPipeline
 from .presets import load_bundle
 from .processing import expand_image_tokens, load_image, question_prompt
@@ -68,13 +68,11 @@ def lmms_eval_manifest():
     return ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.VoCoLlava")
 
 
-class ImageCacheStore:
-    """Compressed images keyed by their pixels, most recently used kept (compress once, ask many)."""
+class ImageCacheStore(CacheStore):
+    """evaluate.CacheStore keyed by the images' pixels (lmms-eval hands over PIL images)."""
 
     def __init__(self, pipe: VoCoPipeline, num_voco: int | None, capacity: int = 1024):
-        self.pipe, self.num_voco, self.capacity = pipe, num_voco, capacity
-        self.caches: OrderedDict[str, VoCoCache] = OrderedDict()
-        self.compressed = self.reused = 0
+        super().__init__(pipe, num_voco, capacity=capacity)
 
     @staticmethod
     def key(image: Image.Image) -> str:
@@ -84,24 +82,7 @@ class ImageCacheStore:
         return digest.hexdigest()
 
     def get(self, images: list[Image.Image]) -> VoCoCache:
-        """One cache holding the images' groups in order (compressing those not seen yet)."""
-        keys = [self.key(im) for im in images]
-        missing = {}
-        for k, im in zip(keys, images):
-            if k not in self.caches and k not in missing:
-                missing[k] = im
-        if missing:
-            fresh = self.pipe.compress(list(missing.values()), num_voco=self.num_voco)
-            for i, k in enumerate(missing):
-                self.caches[k] = fresh[i]
-            self.compressed += len(missing)
-        self.reused += len(keys) - len(missing)
-        for k in keys:
-            self.caches.move_to_end(k)
-        result = VoCoCache.cat([self.caches[k] for k in keys])
-        while len(self.caches) > self.capacity:
-            self.caches.popitem(last=False)
-        return result
+        return super().get(images, keys=[self.key(im) for im in images])
 
 
 def _as_bool(value) -> bool:
