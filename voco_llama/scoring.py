@@ -849,19 +849,18 @@ def score_mmbench(answers_path, annotation_path, *, extra_file=None, answered_on
 # SEED-Bench (LLaVA's convert_seed_for_submission.py: exact letter match per question type)
 # ----------------------------------------------------------------------------------------------
 
-@_key_loader("SEED answer key")
-def _seed_key(path):
-    if _is_generic_key(path):
-        records = load_answer_key(path)
-        return records, _generic_matching(records, path)
-    data = _read_json(path)
+def _seed_records(data, path) -> list[dict]:
     if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
         raise ScoringError(f"{path}: expected SEED-Bench JSON ({{'questions': [...], 'question_type': {{...}}}})")
     type_names = {v: k for k, v in (data.get("question_type") or {}).items()}
-    records = [{"id": str(q["question_id"]), "key": str(q["question_id"]), "answer": q["answer"],
-                "category": type_names.get(q.get("question_type_id"), q.get("question_type_id")),
-                "data_type": q.get("data_type")} for q in data["questions"]]
-    return records, lambda a: str(a["question_id"])
+    return [{"id": str(q["question_id"]), "answer": q["answer"],
+             "category": type_names.get(q.get("question_type_id"), q.get("question_type_id")),
+             "data_type": q.get("data_type")} for q in data["questions"]]
+
+
+@_key_loader("SEED answer key")
+def _seed_key(path):
+    return _simple_key(path, _seed_records)
 
 
 def score_seed(answers_path, annotation_path, *, extra_file=None, answered_only=False, data_type=None) -> dict:
