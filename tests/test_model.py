@@ -131,3 +131,17 @@ def test_baseline_compressors_give_one_causal_token_per_image(compressor, tmp_pa
     loaded, *_ = load_bundle(tmp_path / "b")
     with torch.no_grad():
         assert torch.equal(loaded(**enc, pixel_values=pixels).logits, logits)
+
+
+def test_init_std_sets_the_random_init_of_llm_and_tower():
+    from voco_llama.presets import build_model
+
+    def std(model):
+        return (model.model.language_model.layers[0].self_attn.q_proj.weight.std().item(),
+                model.model.vision_tower.embeddings.patch_embedding.weight.std().item())
+
+    default, _, _ = build_model("tiny")
+    wide, _, _ = build_model("tiny", init_std=0.08)
+    assert wide.config.text_config.initializer_range == 0.08 == wide.config.vision_config.initializer_range
+    assert std(default)[0] == pytest.approx(0.02, rel=0.15)
+    assert std(wide)[0] == pytest.approx(0.08, rel=0.15) and std(wide)[1] > 2 * std(default)[1]

@@ -479,3 +479,51 @@ def test_world_tokenizer(world):
     loaded = AutoTokenizer.from_pretrained(world.tokenizer_dir)
     assert loaded(texts[1]).input_ids == tok(texts[1]).input_ids
     assert loaded(texts[1]).input_ids[0] == loaded.bos_token_id
+
+
+def test_patch_labels_cover_exactly_the_drawn_objects(world, scenes):
+    """Every pixel drawn in an object's colour lies in a patch labelled with that object's shape, colour
+    and size; and a labelled patch holds pixels of its object (the labels match the image)."""
+    size, patch = SMALL["image_size"], 8
+    grid = size // patch
+    checked = 0
+    for name, scene in list(scenes.items())[:60]:
+        labels = tw.patch_labels(scene, size, patch)
+        assert len(labels) == grid * grid and all(len(row) == len(tw.PATCH_LABELS) for row in labels)
+        pixels = Image.open(world.images_dir / name).load()
+        for obj in scene["objects"]:
+            colour = tw.COLORS[obj["color"]]
+            wanted = [tw.PATCH_LABELS.index(obj[k]) for k in ("shape", "color", "size")]
+            twins = [o["center"] for o in scene["objects"] if o["color"] == obj["color"]]
+
+            def mine(x, y, c=obj["center"], twins=twins):  # nearest same-coloured object is this one
+                return min(twins, key=lambda t: (t[0] - x) ** 2 + (t[1] - y) ** 2) == c
+
+            drawn = {(y // patch) * grid + x // patch for y in range(size) for x in range(size)
+                     if pixels[x, y] == colour and mine(x, y)}
+            assert drawn, name
+            for i in drawn:
+                assert all(labels[i][j] for j in wanted), (name, obj, i)
+            labelled = {i for i, row in enumerate(labels) if all(row[j] for j in wanted)}
+            # the box around the drawn pixels: at most one patch more on each side
+            rows, cols = {i // grid for i in drawn}, {i % grid for i in drawn}
+            box = {r * grid + c for r in range(max(0, min(rows) - 1), min(grid, max(rows) + 2))
+                   for c in range(max(0, min(cols) - 1), min(grid, max(cols) + 2))}
+            assert drawn <= labelled, (name, obj)
+            if len(scene["objects"]) == 1:  # (with several objects a patch may mix two objects' labels)
+                assert labelled <= box, (name, obj)
+            checked += 1
+        assert sum(not any(row) for row in labels) >= grid * grid - 9 * len(scene["objects"])
+    assert checked > 60
+
+
+def test_questions_per_image_is_configurable(tmp_path):
+    w = tw.generate_world(tmp_path / "w", seed=1, num_train_images=60, num_eval_images=8, image_size=32,
+                          text_only_fraction=0.0, questions_per_image=(6, 6), progress=False)
+    records = json.loads(w.train_json.read_text())
+    turns = Counter(len(r["conversations"]) // 2 for r in records)
+    # 6 questions, or a caption record (caption + 0..2 questions), or fewer when a scene runs out of questions
+    assert turns[6] > 30 and max(turns) == 6
+    assert w.meta()["config"]["questions_per_image"] == [6, 6]
+    with pytest.raises(ValueError, match="questions_per_image"):
+        tw.world_config(questions_per_image=(3, 2))

@@ -2,8 +2,11 @@
 
 Stages, each reused on a re-run when its output exists (`--fresh` redoes everything):
   1. world     the synthetic visual world (toyworld.py) in LLaVA's formats, and its tokenizer;
-  2. base      a LLaVA-style model trained from scratch (vision tower, projector, LLM) with all
-               vision tokens and plain causal attention, through `voco train`;
+  2. tower     the vision tower pretrained from scratch on the world's dense labels (per patch: the
+               shape, colour and size of the objects on it; per image: the background), our stand-in
+               for the CLIP pretraining a real LLaVA starts from;
+     base      projector and LLM trained from scratch on all vision tokens with plain causal
+               attention, the tower frozen as in LLaVA, through `voco train`;
   3. variants  fine-tuned from the base with the same data and steps: Upper bound (K=1 VoCo
                tokens present, causal mask), VoCo K=1, Avg-pool, Q-Former, and VoCo K in 2..16;
   4. eval      `voco eval` over every toy benchmark; VoCo rows answer from the two-stage compressed
@@ -22,12 +25,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from .cache import kv_bytes
 from .evaluate import run_eval
 from .inference import VoCoPipeline
 from .presets import build_model, save_bundle
+from .processing import load_image, process_images
 from .scoring import DISPLAY_NAMES, retention, score, write_json_atomic
-from .toyworld import BENCHES, build_world_tokenizer, ensure_world, load_world
+from .toyworld import (BACKGROUND_NAMES, BENCHES, PATCH_LABELS, build_world_tokenizer, ensure_world, load_world,
+                       patch_labels)
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,12 @@ class DemoPreset:
     name: str
     world: dict = field(default_factory=dict)  # generate_world arguments
     model: dict = field(default_factory=dict)  # build_model overrides
+    tower_steps: int = 300
     base_steps: int = 400
     finetune_steps: int = 120
     batch_size: int = 32
+    finetune_batch_size: int = 32
+    tower_lr: float = 3e-3
     base_lr: float = 1e-3
     finetune_lr: float = 3e-4
     ks: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -45,14 +56,17 @@ class DemoPreset:
     max_new_tokens: int = 6
 
 
-_TOY_MODEL = dict(image_size=48, patch_size=8, vision_hidden=64, vision_layers=2, hidden=128, layers=3,
-                  heads=4, kv_heads=2, intermediate=384)
+# Wide and shallow: at this budget a 256-wide, 8-head LLM learns to look things up in the image where
+# a 128-wide, 4-head one stays at the text prior.
+_TOY_MODEL = dict(image_size=48, patch_size=8, vision_hidden=64, vision_layers=2, hidden=256, layers=2,
+                  heads=8, kv_heads=4, intermediate=512, init_std=0.08)
 
 PRESETS = {
     "demo": DemoPreset(
         "demo",
         world=dict(num_train_images=3000, num_eval_images=300, image_size=48, eval_questions=100),
-        model=_TOY_MODEL,
+        model=_TOY_MODEL, tower_steps=300, base_steps=350, finetune_steps=80, finetune_batch_size=16,
+        finetune_lr=5e-4,
     ),
     # the same pipeline, plumbing only: seconds, not minutes
     "smoke": DemoPreset(
@@ -60,7 +74,8 @@ PRESETS = {
         world=dict(num_train_images=40, num_eval_images=12, image_size=32, eval_questions=8),
         model=dict(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, hidden=32, layers=1,
                    heads=2, kv_heads=1, intermediate=64),
-        base_steps=3, finetune_steps=2, batch_size=8, ks=(1, 2), eval_batch_size=32, max_new_tokens=3,
+        tower_steps=3, base_steps=3, finetune_steps=2, batch_size=8, finetune_batch_size=8, ks=(1, 2),
+        eval_batch_size=32, max_new_tokens=3,
     ),
 }
 
@@ -77,8 +92,46 @@ def _slug(name: str) -> str:
     return name.lower().replace(" ", "-").replace("=", "")
 
 
+class _TowerProbe(torch.nn.Module):
+    """The vision tower with linear read-outs of the world's dense labels, for pretraining it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.tower, self.layer = model.model.vision_tower, model.config.vision_feature_layer
+        hidden = model.config.vision_config.hidden_size
+        self.patch_head = torch.nn.Linear(hidden, len(PATCH_LABELS))
+        self.background_head = torch.nn.Linear(hidden, len(BACKGROUND_NAMES))
+
+    def forward(self, pixel_values, patch_labels, background):
+        # the features LLaVA hands the projector: the selected layer, without CLIP's class token
+        features = self.tower(pixel_values, output_hidden_states=True).hidden_states[self.layer]
+        features = features[:, -patch_labels.shape[1]:]
+        loss = F.binary_cross_entropy_with_logits(self.patch_head(features), patch_labels)
+        loss = loss + F.cross_entropy(self.background_head(features.mean(1)), background)
+        return {"loss": loss}
+
+
+def _pretrain_tower(preset: DemoPreset, out: Path, world, model, image_processor) -> None:
+    from transformers import Trainer, TrainingArguments
+
+    vision = model.config.vision_config
+    scenes = [s for s in world.scenes().values() if s["split"] == "train"]
+    pixels = process_images([load_image(world.images_dir / s["image"]) for s in scenes], image_processor)
+    data = [{"pixel_values": px,
+             "patch_labels": torch.tensor(patch_labels(s, vision.image_size, vision.patch_size), dtype=torch.float),
+             "background": torch.tensor(BACKGROUND_NAMES.index(s["background"]))} for s, px in zip(scenes, pixels)]
+    args = TrainingArguments(
+        output_dir=str(out / "tower-run"), max_steps=preset.tower_steps, per_device_train_batch_size=64,
+        learning_rate=preset.tower_lr, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.0,
+        logging_steps=max(1, preset.tower_steps // 6), save_strategy="no", report_to="none", use_cpu=True,
+        dataloader_num_workers=0, seed=0,
+    )
+    Trainer(model=_TowerProbe(model), args=args, train_dataset=data).train()
+    shutil.rmtree(out / "tower-run", ignore_errors=True)
+
+
 def _train(preset: DemoPreset, out: Path, start: Path, world, steps: int, lr: float, flags: list[str],
-           seed: int = 0) -> Path:
+           seed: int = 0, batch_size: int | None = None) -> Path:
     from .train import run
 
     if (out / "config.json").is_file():
@@ -86,7 +139,7 @@ def _train(preset: DemoPreset, out: Path, start: Path, world, steps: int, lr: fl
     run([
         "--model_name_or_path", str(start), "--version", "v1", "--data_path", str(world.train_json),
         "--image_folder", str(world.images_dir), "--output_dir", str(out), "--max_steps", str(steps),
-        "--per_device_train_batch_size", str(preset.batch_size), "--learning_rate", str(lr),
+        "--per_device_train_batch_size", str(batch_size or preset.batch_size), "--learning_rate", str(lr),
         "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03", "--weight_decay", "0",
         "--logging_steps", str(max(1, steps // 8)), "--save_strategy", "no", "--report_to", "none",
         "--dataloader_num_workers", "0", "--model_max_length", "512", "--seed", str(seed),
@@ -188,15 +241,22 @@ def run_demo(args) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(world.tokenizer_dir)
-        save_bundle(init, *build_model("tiny", tokenizer=tokenizer, num_voco=0, attention_rule="causal", **preset.model))
+        model, tokenizer, image_processor = build_model("tiny", tokenizer=tokenizer, num_voco=0, attention_rule="causal",
+                                                        **preset.model)
+        print("voco demo: pretraining the vision tower on the world's dense labels")
+        _pretrain_tower(preset, out / "models", world, model, image_processor)
+        save_bundle(init, model, tokenizer, image_processor)
     base = _train(preset, out / "models" / "base", init, world, preset.base_steps, preset.base_lr,
-                  ["--num_voco", "0", "--attention_rule", "causal", "--freeze_vision_tower", "False"])
-    models = {name: _train(preset, out / "models" / _slug(name), base, world, preset.finetune_steps, preset.finetune_lr, flags)
-              for name, (flags, _) in METHODS.items()}
+                  ["--num_voco", "0", "--attention_rule", "causal", "--freeze_vision_tower", "True"])
+
+    def finetune(name: str, flags: list[str]) -> Path:
+        return _train(preset, out / "models" / name, base, world, preset.finetune_steps, preset.finetune_lr, flags,
+                      batch_size=preset.finetune_batch_size)
+
+    models = {name: finetune(_slug(name), flags) for name, (flags, _) in METHODS.items()}
     for k in preset.ks:
         if k != 1:
-            models[f"VoCo K={k}"] = _train(preset, out / "models" / f"voco-k{k}", base, world, preset.finetune_steps,
-                                           preset.finetune_lr, ["--num_voco", str(k), "--attention_rule", "voco"])
+            models[f"VoCo K={k}"] = finetune(f"voco-k{k}", ["--num_voco", str(k), "--attention_rule", "voco"])
 
     scores = {}
     rows = [(name, models[name], mode) for name, (_, mode) in METHODS.items()]

@@ -37,6 +37,10 @@ class Preset:
     position_layout: str = "compact"
     attention_rule: str = "voco"
     compressor: str = "voco"  # baselines ("avgpool", "qformer") imply num_voco=0 and causal attention
+    # std of the random init (transformers' initializer_range, 0.02 by default). Models trained from
+    # scratch on CPU need a larger one: at 0.02 a 128-wide LLM's attention starts uniform and takes
+    # thousands of steps to learn to look anything up in the image.
+    init_std: float | None = None
 
 
 PRESETS = {
@@ -82,6 +86,8 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
         image_size=p.image_size,
         patch_size=p.patch_size,
     )
+    if p.init_std is not None:
+        vision_kwargs["initializer_range"] = p.init_std
     vision_config = CLIPVisionConfig(**vision_kwargs) if p.vision == "clip" else SiglipVisionConfig(**vision_kwargs)
     text_config = LlamaConfig(
         hidden_size=p.hidden,
@@ -94,6 +100,7 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **({"initializer_range": p.init_std} if p.init_std is not None else {}),
     )
     config = VoCoLlavaConfig(
         vision_config=vision_config,

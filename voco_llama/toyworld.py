@@ -665,17 +665,20 @@ def _yes_no_style(question: str, rng: random.Random) -> str:
     return question
 
 
-def _train_record(scene: Scene, rng: random.Random, bal: _Balancer, letters: Counter) -> dict:
+def _train_record(scene: Scene, rng: random.Random, bal: _Balancer, letters: Counter,
+                  questions: tuple[int, int] = (2, 5)) -> dict:
     cands = candidates(scene)
     turns: list[tuple[str, str]] = []
     if rng.random() < 0.15:
         turns.append((rng.choice(CAPTION_PROMPTS), caption(scene)))
         n_questions = rng.choice((0, 0, 1, 2))
     else:
-        n_questions = rng.randint(2, 5)
+        n_questions = rng.randint(*questions)
     asked: set[str] = set()
     for _ in range(n_questions):
         open_templates = [t for t in TEMPLATES if any(qa.question not in asked for qa in cands[t])]
+        if not open_templates:
+            break
         template = rng.choices(open_templates, weights=[TRAIN_TEMPLATE_WEIGHTS[t] for t in open_templates])[0]
         pool = [qa for qa in cands[template] if qa.question not in asked]
         qa = min(pool, key=lambda c: bal.score(c, "", rng.random()))
@@ -724,10 +727,11 @@ def _text_only_record(index: int, rng: random.Random) -> dict:
     return {"id": f"text_{index:05d}", "conversations": _conversations(turns)}
 
 
-def _train_records(scenes: list[Scene], seed: int, text_only_fraction: float) -> list[dict]:
+def _train_records(scenes: list[Scene], seed: int, text_only_fraction: float,
+                   questions: tuple[int, int] = (2, 5)) -> list[dict]:
     rng = random.Random(f"toyworld/{seed}/train")
     bal, letters = _Balancer(), Counter()
-    records = [_train_record(s, rng, bal, letters) for s in scenes]
+    records = [_train_record(s, rng, bal, letters, questions) for s in scenes]
     n_text = round(len(scenes) * text_only_fraction / (1 - text_only_fraction)) if text_only_fraction > 0 else 0
     text_records = [_text_only_record(i, rng) for i in range(n_text)]
     # Spread the text-only records through the list, as in LLaVA's mix.
@@ -1029,8 +1033,12 @@ def world_config(
     image_size: int = 64,
     eval_questions: int | Mapping[str, int] | None = None,
     text_only_fraction: float = 0.05,
+    questions_per_image: tuple[int, int] = (2, 5),
 ) -> dict:
     """The full, validated configuration `generate_world` records in world.json."""
+    low, high = questions_per_image
+    if not 1 <= low <= high:
+        raise ValueError(f"questions_per_image must be (low, high) with 1 <= low <= high, got {questions_per_image}")
     if num_train_images < 1 or num_eval_images < 8:
         raise ValueError("need num_train_images >= 1 and num_eval_images >= 8")
     if image_size < 24:
@@ -1045,6 +1053,7 @@ def world_config(
         "image_size": int(image_size),
         "eval_questions": _resolve_eval_sizes(eval_questions),
         "text_only_fraction": float(text_only_fraction),
+        "questions_per_image": [int(low), int(high)],
     }
 
 
@@ -1056,6 +1065,7 @@ def generate_world(
     image_size: int = 64,
     eval_questions: int | Mapping[str, int] | None = None,
     text_only_fraction: float = 0.05,
+    questions_per_image: tuple[int, int] = (2, 5),
     progress: bool | None = None,
 ) -> World:
     """Generate the world into `out_dir` (see the module docstring for the files) and return it.
@@ -1066,7 +1076,8 @@ def generate_world(
     images). Same arguments -> byte-identical files (with the same Pillow/zlib for the PNGs). Files
     of a previous world in `out_dir` are overwritten and its extra images removed.
     """
-    config = world_config(seed, num_train_images, num_eval_images, image_size, eval_questions, text_only_fraction)
+    config = world_config(seed, num_train_images, num_eval_images, image_size, eval_questions, text_only_fraction,
+                          questions_per_image)
     world = World(Path(out_dir))
     world.root.mkdir(parents=True, exist_ok=True)
     if world.meta_json.exists():
@@ -1092,7 +1103,7 @@ def generate_world(
         _write_atomic(world.questions(bench), questions.encode())
         _write_atomic(world.answer_key(bench), keys.encode())
 
-    records = _train_records(train_scenes, seed, text_only_fraction)
+    records = _train_records(train_scenes, seed, text_only_fraction, tuple(config["questions_per_image"]))
     _write_atomic(world.train_json, _json(records))
     _write_atomic(
         world.scenes_json, _json({"image_size": image_size, "scenes": [s.to_json() for s in all_scenes]}, None)
@@ -1134,6 +1145,31 @@ def ensure_world(out_dir: str | Path, **kwargs) -> World:
         except (ValueError, KeyError):
             pass
     return generate_world(out_dir, progress=progress, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dense labels, for pretraining a vision tower on the world (our stand-in for CLIP's pretraining)
+# ----------------------------------------------------------------------------------------------
+
+PATCH_LABELS = (*SHAPES, *COLOR_NAMES, "small", "large")
+
+
+def patch_labels(scene: dict, image_size: int, patch_size: int) -> list[list[int]]:
+    """Per patch (row-major over the image's patch grid), 0/1 for each of `PATCH_LABELS`: the shape,
+    colour and size of every object whose box (centre +- radius, which holds every drawn pixel)
+    overlaps the patch."""
+    grid = image_size // patch_size
+    labels = [[0] * len(PATCH_LABELS) for _ in range(grid * grid)]
+    for obj in scene["objects"]:
+        (cx, cy), r = obj["center"], obj["radius"]
+        on = (PATCH_LABELS.index(obj["shape"]), PATCH_LABELS.index(obj["color"]), PATCH_LABELS.index(obj["size"]))
+        cols = range(max(0, (cx - r) // patch_size), min(grid - 1, (cx + r) // patch_size) + 1)
+        rows = range(max(0, (cy - r) // patch_size), min(grid - 1, (cy + r) // patch_size) + 1)
+        for row in rows:
+            for col in cols:
+                for i in on:
+                    labels[row * grid + col][i] = 1
+    return labels
 
 
 # ----------------------------------------------------------------------------------------------
