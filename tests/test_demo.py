@@ -5,6 +5,7 @@ import json
 import pytest
 
 from voco_llama.cli import main
+from voco_llama.demo import learned_benchmarks
 from voco_llama.scoring import retention, score
 from voco_llama.toyworld import BENCHES, load_world
 
@@ -34,13 +35,28 @@ def test_tables_recompute_from_the_answer_files(demo):
              "Lower bound": "lower-bound"}
     recomputed = {name: {b: score(b, demo / "answers" / slug / f"{b}.jsonl", world.answer_key(b))["score"]
                          for b in BENCHES} for name, slug in slugs.items()}
+    upper, lower = recomputed["Upper bound"], recomputed["Lower bound"]
+    mme_subtasks = len(json.loads((demo / "answers" / "upper-bound" / "mme.score.json").read_text())["categories"])
+    learned = learned_benchmarks(upper, lower, {b: 200.0 * mme_subtasks if b == "mme" else 100.0 for b in BENCHES})
+    assert report["learned_benchmarks"] == learned
     for name, row in report["table1"].items():
         assert row["scores"] == pytest.approx(recomputed[name], abs=1e-9)
-        expected = retention(recomputed["Upper bound"], recomputed[name], recomputed["Lower bound"])["mean"]
-        assert row["mean_retention"] == (pytest.approx(expected) if expected is not None else None)
+        r = retention(upper, recomputed[name], lower)
+        assert row["mean_retention"] == (pytest.approx(r["mean"]) if r["mean"] is not None else None)
+        on_learned = [r["retention"][b] for b in learned if b in r["retention"]]
+        expected = sum(on_learned) / len(on_learned) if on_learned else None
+        assert row["mean_retention_learned"] == (pytest.approx(expected) if expected is not None else None)
     for bench in BENCHES:
         lines = (demo / "answers" / "voco-k1" / f"{bench}.jsonl").read_text().splitlines()
         assert len(lines) == len(world.questions(bench).read_text().splitlines())
+
+
+def test_learned_benchmarks_need_a_gap_of_five_percent_of_the_scale():
+    upper = {"gqa": 43.0, "pope": 62.9, "mme": 229.2, "seed": 28.0}
+    lower = {"gqa": 27.0, "pope": 65.1, "mme": 208.3, "seed": 24.0}
+    scales = {"gqa": 100.0, "pope": 100.0, "mme": 800.0, "seed": 100.0}
+    assert learned_benchmarks(upper, lower, scales) == ["gqa"]  # MME: 20.9 < 40; SEED: 4 < 5
+    assert learned_benchmarks({**upper, "seed": 29.0}, lower, scales) == ["gqa", "seed"]
 
 
 def test_rerun_reuses_finished_stages(demo, capsys):

@@ -65,7 +65,7 @@ PRESETS = {
     "demo": DemoPreset(
         "demo",
         world=dict(num_train_images=3000, num_eval_images=300, image_size=48, eval_questions=100),
-        model=_TOY_MODEL, tower_steps=300, base_steps=350, finetune_steps=80, finetune_batch_size=16,
+        model=_TOY_MODEL, tower_steps=300, base_steps=300, finetune_steps=120, finetune_batch_size=16,
         finetune_lr=5e-4,
     ),
     # the same pipeline, plumbing only: seconds, not minutes
@@ -160,6 +160,27 @@ def _evaluate(preset: DemoPreset, pipe, world, row_dir: Path, mode: str) -> dict
     return scores
 
 
+# A benchmark counts as learned when the upper bound beats the lower bound by this share of its scale.
+# Where it does not, retention there is noise divided by noise, and the mean over all benchmarks (the
+# paper's) says nothing; the report shows both means.
+LEARNED_GAP = 0.05
+
+
+def learned_benchmarks(upper: dict[str, float], lower: dict[str, float], scales: dict[str, float]) -> list[str]:
+    return [b for b in upper if upper[b] - lower[b] >= LEARNED_GAP * scales[b]]
+
+
+def _scales(row_dir: Path) -> dict[str, float]:
+    """Full scale of each benchmark's score: 100, and for MME 200 (acc + acc+) per subtask."""
+    mme = json.loads((row_dir / "mme.score.json").read_text())
+    return {b: 200.0 * len(mme["categories"]) if b == "mme" else 100.0 for b in BENCHES}
+
+
+def _mean_over(per_bench: dict[str, float], benches: list[str]) -> float | None:
+    values = [per_bench[b] for b in benches if b in per_bench]
+    return sum(values) / len(values) if values else None
+
+
 def _plots(out: Path, table1: dict, table2: dict) -> None:
     import matplotlib
 
@@ -168,9 +189,9 @@ def _plots(out: Path, table1: dict, table2: dict) -> None:
 
     names = list(table1)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    values = [100 * (table1[n]["mean_retention"] or 0) for n in names]
+    values = [100 * (table1[n]["mean_retention_learned"] or 0) for n in names]
     ax.bar(names, values, color=["#888", "#c33", "#38c", "#3a6", "#444"][: len(names)])
-    ax.set_ylabel("mean retention (%)")
+    ax.set_ylabel("mean retention, learned benchmarks (%)")
     ax.set_title("576->1 at toy scale: methods (Table 1)")
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
@@ -180,7 +201,9 @@ def _plots(out: Path, table1: dict, table2: dict) -> None:
 
     ks = sorted(table2)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(ks, [100 * (table2[k] or 0) for k in ks], marker="o")
+    ax.plot(ks, [100 * (table2[k]["learned"] or 0) for k in ks], marker="o", label="learned benchmarks")
+    ax.plot(ks, [100 * (table2[k]["all"] or 0) for k in ks], marker="s", color="#aaa", label="all benchmarks")
+    ax.legend()
     ax.set_xscale("log", base=2)
     ax.set_xlabel("VoCo tokens K")
     ax.set_ylabel("mean retention (%)")
@@ -190,20 +213,28 @@ def _plots(out: Path, table1: dict, table2: dict) -> None:
     plt.close(fig)
 
 
-def _markdown(preset: DemoPreset, table1: dict, table2: dict, seconds: float) -> str:
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _markdown(preset: DemoPreset, table1: dict, table2: dict, learned: list[str], seconds: float) -> str:
     benches = list(BENCHES)
+    shown = ", ".join(DISPLAY_NAMES.get(b, b) for b in learned) or "none"
     lines = ["# VoCo-LLaMA at toy scale", "", f"Preset `{preset.name}`, {seconds / 60:.1f} min wall time.", "",
              "## Table 1: methods (scores per benchmark, mean retention)", "",
-             "| method | " + " | ".join(DISPLAY_NAMES.get(b, b) for b in benches) + " | mean retention |",
-             "|---" * (len(benches) + 2) + "|"]
+             f"Learned benchmarks (upper bound above lower bound by >= {LEARNED_GAP:.0%} of the scale): {shown}.", "",
+             "| method | " + " | ".join(DISPLAY_NAMES.get(b, b) for b in benches)
+             + " | mean retention (all) | mean retention (learned) |",
+             "|---" * (len(benches) + 3) + "|"]
     for name, row in table1.items():
         cells = [f"{row['scores'][b]:.1f}" for b in benches]
-        mean = row["mean_retention"]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if mean is None else f'{100 * mean:.1f}%'} |")
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {_pct(row['mean_retention'])} | {_pct(row['mean_retention_learned'])} |")
+    ks = sorted(table2)
     lines += ["", "## Table 2: VoCo tokens K (mean retention)", "",
-              "| K | " + " | ".join(str(k) for k in sorted(table2)) + " |", "|---" * (len(table2) + 1) + "|",
-              "| retention | " + " | ".join("-" if table2[k] is None else f"{100 * table2[k]:.1f}%" for k in sorted(table2))
-              + " |", ""]
+              "| K | " + " | ".join(str(k) for k in ks) + " |", "|---" * (len(ks) + 1) + "|",
+              "| retention (all) | " + " | ".join(_pct(table2[k]["all"]) for k in ks) + " |",
+              "| retention (learned) | " + " | ".join(_pct(table2[k]["learned"]) for k in ks) + " |", ""]
     return "\n".join(lines)
 
 
@@ -268,16 +299,22 @@ def run_demo(args) -> int:
         scores[name] = _evaluate(preset, pipe, world, out / "answers" / _slug(name), mode)
 
     upper, lower = scores["Upper bound"], scores["Lower bound"]
-    table1 = {}
-    for name in ["Upper bound", "VoCo K=1", "Avg-pool", "Q-Former", "Lower bound"]:
-        table1[name] = {"scores": scores[name], "mean_retention": retention(upper, scores[name], lower)["mean"],
-                        "retention": retention(upper, scores[name], lower)["retention"]}
-    table2 = {k: retention(upper, scores[f"VoCo K={k}"], lower)["mean"] for k in preset.ks}
+    learned = learned_benchmarks(upper, lower, _scales(out / "answers" / "upper-bound"))
+
+    def retained(name: str) -> dict:
+        r = retention(upper, scores[name], lower)
+        return {"mean_retention": r["mean"], "mean_retention_learned": _mean_over(r["retention"], learned),
+                "retention": r["retention"]}
+
+    table1 = {name: {"scores": scores[name], **retained(name)}
+              for name in ["Upper bound", "VoCo K=1", "Avg-pool", "Q-Former", "Lower bound"]}
+    table2 = {k: {"all": (r := retained(f"VoCo K={k}"))["mean_retention"], "learned": r["mean_retention_learned"]}
+              for k in preset.ks}
     seconds = time.perf_counter() - start
-    report = {"preset": asdict(preset), "seconds": round(seconds, 1), "table1": table1,
-              "table2": {str(k): v for k, v in table2.items()}, "scores": scores}
+    report = {"preset": asdict(preset), "seconds": round(seconds, 1), "learned_benchmarks": learned,
+              "table1": table1, "table2": {str(k): v for k, v in table2.items()}, "scores": scores}
     write_json_atomic(out / "report.json", report)
-    markdown = _markdown(preset, table1, table2, seconds)
+    markdown = _markdown(preset, table1, table2, learned, seconds)
     (out / "report.md.tmp").write_text(markdown)
     (out / "report.md.tmp").replace(out / "report.md")
     _plots(out, table1, table2)
