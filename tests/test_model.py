@@ -145,3 +145,14 @@ def test_init_std_sets_the_random_init_of_llm_and_tower():
     assert wide.config.text_config.initializer_range == 0.08 == wide.config.vision_config.initializer_range
     assert std(default)[0] == pytest.approx(0.02, rel=0.15)
     assert std(wide)[0] == pytest.approx(0.08, rel=0.15) and std(wide)[1] > 2 * std(default)[1]
+
+
+def test_qformer_query_is_initialised_when_a_voco_model_loads_as_a_qformer_baseline(tmp_path):
+    """The demo's Q-Former row starts from a model without one: the new query must get a real init,
+    not the uninitialised memory from_pretrained leaves for parameters it did not load."""
+    save_bundle(tmp_path / "m", *build_model("tiny", init_std=0.05))
+    for _ in range(3):
+        model, _, _ = load_bundle(tmp_path / "m", compressor="qformer", num_voco=0, attention_rule="causal")
+        query = model.model.compressor.query
+        assert torch.isfinite(query).all()
+        assert query.std().item() == pytest.approx(model.model.compressor.qformer.config.initializer_range, rel=0.5)

@@ -32,6 +32,7 @@ from transformers import (
     LlavaModel,
     LlavaPreTrainedModel,
 )
+from transformers import initialization as hf_init
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, voco_attention_mask
@@ -122,12 +123,23 @@ class BaselineCompressor(nn.Module):
         return self.proj(out.last_hidden_state.to(features.dtype))
 
 
+def _init_compressor(module: nn.Module) -> None:
+    # from_pretrained leaves parameters it did not load as torch.empty until _init_weights sees them;
+    # the generic _init_weights knows Linear/LayerNorm but not a bare nn.Parameter like the query.
+    if isinstance(module, BaselineCompressor) and module.kind == "qformer":
+        hf_init.normal_(module.query, std=module.qformer.config.initializer_range)
+
+
 class VoCoLlavaModel(LlavaModel):
     """LlavaModel whose image features go through a baseline compressor when one is configured."""
 
     def __init__(self, config: VoCoLlavaConfig):
         super().__init__(config)
         self.compressor = BaselineCompressor(config) if config.compressor != "voco" else None
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        _init_compressor(module)
 
     def get_image_features(self, pixel_values, **kwargs):
         out = super().get_image_features(pixel_values=pixel_values, **kwargs)
@@ -146,6 +158,10 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         self.model = VoCoLlavaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        _init_compressor(module)
 
     # ---- the rule, applied -------------------------------------------------------------------
 
