@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo demo-video test install clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/voco demo --preset demo --out runs/demo
+
+# the video demo continues from the image demo's models in runs/demo (running it first if needed)
+demo-video: $(STAMP)
+	$(BIN)/voco demo --video --preset demo --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs

@@ -127,9 +127,13 @@ def _ask(args):
 
 
 def _demo(args):
+    if args.video:
+        from .videodemo import run_video_demo
+
+        return run_video_demo(args)
     from .demo import run_demo
 
-    run_demo(args)
+    return run_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="demo")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--fresh", action="store_true")
+    p.add_argument("--video", action="store_true", help="the video demo (per-frame VoCo), after the image demo")
     p.set_defaults(func=_demo)
 
     # Verbs that live with their own module register themselves.

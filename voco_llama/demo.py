@@ -220,7 +220,8 @@ def _pct(x: float | None) -> str:
 def _markdown(preset: DemoPreset, table1: dict, table2: dict, learned: list[str], seconds: float) -> str:
     benches = list(BENCHES)
     shown = ", ".join(DISPLAY_NAMES.get(b, b) for b in learned) or "none"
-    lines = ["# VoCo-LLaMA at toy scale", "", f"Preset `{preset.name}`, {seconds / 60:.1f} min wall time.", "",
+    lines = ["# VoCo-LLaMA at toy scale", "",
+             f"Preset `{preset.name}`, {seconds / 60:.1f} min wall time for this run (finished stages are reused).", "",
              "## Table 1: methods (scores per benchmark, mean retention)", "",
              f"Learned benchmarks (upper bound above lower bound by >= {LEARNED_GAP:.0%} of the scale): {shown}.", "",
              "| method | " + " | ".join(DISPLAY_NAMES.get(b, b) for b in benches)
