@@ -130,12 +130,30 @@ def _pretrain_tower(preset: DemoPreset, out: Path, world, model, image_processor
     shutil.rmtree(out / "tower-run", ignore_errors=True)
 
 
-def _train(preset: DemoPreset, out: Path, start: Path, world, steps: int, lr: float, flags: list[str],
-           seed: int = 0, batch_size: int | None = None) -> Path:
+def train_stage(out: Path, start: Path, data: Path, image_folder: Path, steps: int, batch_size: int, lr: float,
+                flags: list[str], model_max_length: int = 512, seed: int = 0) -> Path:
+    """One `voco train` run of the demos (cosine schedule, no checkpoints), skipped when `out` holds
+    a trained model already."""
     from .train import run
 
     if (out / "config.json").is_file():
         return out
+    run([
+        "--model_name_or_path", str(start), "--version", "v1", "--data_path", str(data),
+        "--image_folder", str(image_folder), "--output_dir", str(out), "--max_steps", str(steps),
+        "--per_device_train_batch_size", str(batch_size), "--learning_rate", str(lr),
+        "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03", "--weight_decay", "0",
+        "--logging_steps", str(max(1, steps // 8)), "--save_strategy", "no", "--report_to", "none",
+        "--dataloader_num_workers", "0", "--model_max_length", str(model_max_length), "--seed", str(seed),
+        "--image_aspect_ratio", "pad", *flags,
+    ])
+    return out
+
+
+def _train(preset: DemoPreset, out: Path, start: Path, world, steps: int, lr: float, flags: list[str],
+           batch_size: int | None = None) -> Path:
+    return train_stage(out, start, world.train_json, world.images_dir, steps, batch_size or preset.batch_size, lr,
+                       ["--group_by_modality_length", "True", *flags])
     run([
         "--model_name_or_path", str(start), "--version", "v1", "--data_path", str(world.train_json),
         "--image_folder", str(world.images_dir), "--output_dir", str(out), "--max_steps", str(steps),

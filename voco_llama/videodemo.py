@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .cache import kv_bytes
+from .demo import train_stage
 from .evaluate import answered_ids, read_questions, run_eval
 from .inference import VoCoPipeline
 from .movingworld import BENCH, QUESTION_TYPES, generate_moving_world, load_moving_world
@@ -155,10 +156,13 @@ def _mixed_train_json(preset: VideoPreset, out: Path, world, image_world) -> Pat
 def _finetune(preset: VideoPreset, start: Path, out: Path, data: Path, image_folder: Path, video_folder: Path,
               num_frames: int) -> Path:
     """`voco train` from an image-demo model, keeping its compressor, K and attention rule."""
-    from .train import run
-
-    if (out / "config.json").is_file():
-        return out
+    config = _model_config(start)
+    flags = ["--compressor", config["compressor"], "--attention_rule", config["attention_rule"]]
+    if config["compressor"] == "voco":
+        flags += ["--num_voco", str(config["num_voco"])]
+    flags += ["--video_folder", str(video_folder), "--num_frames", str(num_frames)]
+    return train_stage(out, start, data, image_folder, preset.steps, preset.batch_size, preset.lr, flags,
+                       model_max_length=2048)
     config = _model_config(start)
     flags = ["--compressor", config["compressor"], "--attention_rule", config["attention_rule"]]
     if config["compressor"] == "voco":
