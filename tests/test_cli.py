@@ -30,10 +30,26 @@ def test_compress_then_ask_equals_masked_pass(workdir, capsys):
     assert main(["compress", "--model", model, "--image", img, "--out", str(cache)]) == 0
     capsys.readouterr()
     q = "What colour is the square?"
-    from_cache = run_json(capsys, ["ask", "--model", model, "--cache", str(cache), "--question", q, "--json",
-                                   "--max-new-tokens", "8"])
-    masked = run_json(capsys, ["ask", "--model", model, "--image", img, "--question", q, "--json", "--path", "masked",
-                               "--max-new-tokens", "8"])
+    from_cache = run_json(
+        capsys, ["ask", "--model", model, "--cache", str(cache), "--question", q, "--json", "--max-new-tokens", "8"]
+    )
+    masked = run_json(
+        capsys,
+        [
+            "ask",
+            "--model",
+            model,
+            "--image",
+            img,
+            "--question",
+            q,
+            "--json",
+            "--path",
+            "masked",
+            "--max-new-tokens",
+            "8",
+        ],
+    )
     assert from_cache["token_ids"] == masked["token_ids"] and len(masked["token_ids"]) > 0
     assert max(abs(a - b) for a, b in zip(from_cache["logprobs"], masked["logprobs"])) < 1e-4
     # layers x 2 x kv_heads x head_dim x K x bytes, plus a small header
@@ -53,8 +69,20 @@ def test_bad_inputs_exit_2_with_one_line(workdir, capsys, tmp_path):
     assert "bad.png" in capsys.readouterr().err
     # a cache made by another model
     assert main(["init", "--out", str(tmp_path / "other"), "--seed", "7", "--num-voco", "2"]) == 0
-    assert main(["compress", "--model", str(tmp_path / "other"), "--image", str(workdir / "img.png"),
-                 "--out", str(tmp_path / "other.voco")]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--model",
+                str(tmp_path / "other"),
+                "--image",
+                str(workdir / "img.png"),
+                "--out",
+                str(tmp_path / "other.voco"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["ask", "--model", model, "--cache", str(tmp_path / "other.voco"), "--question", "q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -63,6 +91,9 @@ def test_bad_inputs_exit_2_with_one_line(workdir, capsys, tmp_path):
 
 def test_console_script_exit_code(tmp_path):
     voco = [sys.executable, "-m", "voco_llama.cli"]
-    result = subprocess.run(voco + ["ask", "--model", str(tmp_path / "missing"), "--cache", "x", "--question", "q"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        voco + ["ask", "--model", str(tmp_path / "missing"), "--cache", "x", "--question", "q"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "missing" in result.stderr

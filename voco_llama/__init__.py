@@ -1,9 +1,9 @@
 """VoCo-LLaMA vision compression for LLaVA-style models on Hugging Face transformers."""
 
-from .attention import label_tokens, position_ids, voco_attention_mask
-from .cache import VoCoCache
-from .inference import VoCoPipeline
-from .model import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
+from .core.attention import label_tokens, position_ids, voco_attention_mask
+from .core.cache import VoCoCache
+from .core.modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
+from .core.pipeline import VoCoPipeline
 
 __all__ = [
     "VoCoCache",

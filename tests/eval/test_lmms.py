@@ -1,0 +1,190 @@
+"""The lmms-eval plugin, driven with hand-made requests (lmms-eval itself is not needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from PIL import Image
+
+from voco_llama.core.pipeline import VoCoPipeline
+from voco_llama.core.presets import build_model, save_bundle
+from voco_llama.eval.lmms import VoCoLlava, cut_at
+
+QUESTIONS = ["What colour is the circle?", "How many shapes are there?", "Where is the square?"]
+TASK, SPLIT = "toy", "test"
+
+
+@dataclass
+class FakeInstance:
+    """What the plugin reads of lmms-eval's `Instance`: `.args`."""
+
+    arguments: tuple
+
+    @property
+    def args(self):
+        return self.arguments
+
+
+def word_tokens(tokenizer) -> list[int]:
+    """Tokens that are one whole space-led word and tokenise back to themselves."""
+    ids = []
+    for i in range(len(tokenizer)):
+        piece = tokenizer.convert_ids_to_tokens(i)
+        if piece.startswith("Ġ") and piece[1:].isalpha() and len(piece) > 2:
+            if tokenizer(" " + piece[1:], add_special_tokens=False).input_ids == [i]:
+                ids.append(i)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    model, tokenizer, processor = build_model("tiny", num_voco=2)
+    # A random model emits byte fragments that do not survive decode -> encode; let it emit only
+    # whole words (every other lm_head row zeroed: logit 0, below the best word's), so its greedy
+    # continuation is a string that can be handed back to loglikelihood.
+    words = word_tokens(tokenizer)
+    assert len(words) >= 20
+    keep = torch.zeros(model.lm_head.weight.shape[0], dtype=torch.bool)
+    keep[words] = True
+    with torch.no_grad():
+        model.lm_head.weight[~keep] = 0.0
+        model.lm_head.weight[keep] *= 4.0
+    return save_bundle(tmp_path_factory.mktemp("lmms") / "tiny", model, tokenizer, processor)
+
+
+@pytest.fixture(scope="module")
+def images():
+    red = Image.new("RGB", (40, 32), (200, 30, 30))
+    fractal = Image.effect_mandelbrot((32, 32), (-2.0, -1.5, 1.0, 1.5), 50).convert("RGB")
+    return red, fractal
+
+
+@pytest.fixture(scope="module")
+def docs(images):
+    red, fractal = images
+    # doc 2 shows the same picture as doc 0 through another object: still compressed once.
+    return [
+        {"image": red, "q": QUESTIONS[0]},
+        {"image": fractal, "q": QUESTIONS[1]},
+        {"image": red.copy(), "q": QUESTIONS[2]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def pipe(bundle):
+    return VoCoPipeline.from_pretrained(bundle)
+
+
+def doc_to_visual(doc):
+    return [doc["image"]] if doc.get("image") is not None else []
+
+
+def plugin_for(bundle, docs, **kwargs) -> VoCoLlava:
+    lm = VoCoLlava(pretrained=str(bundle), **kwargs)
+    lm.task_dict = {TASK: {SPLIT: docs}}
+    return lm
+
+
+def gen_request(doc_id, docs, **gen_kwargs):
+    return FakeInstance((docs[doc_id]["q"], gen_kwargs, doc_to_visual, doc_id, TASK, SPLIT))
+
+
+def test_generate_until_matches_pipeline_and_compresses_each_image_once(bundle, docs, pipe):
+    lm = plugin_for(bundle, docs, batch_size=2)
+    requests = [gen_request(i, docs, max_new_tokens=6, temperature=0, until=[]) for i in range(3)]
+    texts = lm.generate_until(requests)
+    expected = [pipe.ask(d["q"], images=[d["image"]], route="cache", max_new_tokens=6).text for d in docs]
+    assert texts == expected
+    assert all(texts)
+    assert lm.images_compressed == 2  # 3 questions, 2 distinct pictures, 2 batches
+    assert lm.cache_store.reused == 1
+
+    again = lm.generate_until(requests[:1])
+    assert again == texts[:1] and lm.images_compressed == 2
+
+
+def test_until_cuts_the_output(bundle, docs, pipe):
+    lm = plugin_for(bundle, docs)
+    full = lm.generate_until([gen_request(0, docs, max_new_tokens=8)])[0]
+    words = full.split()
+    assert len(words) >= 4
+    stop = " " + words[2]
+    cut = lm.generate_until([gen_request(0, docs, max_new_tokens=8, until=stop)])[0]
+    assert cut == full.split(stop)[0] and len(cut) < len(full)
+    earliest = lm.generate_until([gen_request(0, docs, max_new_tokens=8, until=[" " + words[3], " " + words[1]])])[0]
+    assert earliest == full.split(" " + words[1])[0]
+    assert cut_at("a, b. c", [".", ","]) == "a"
+
+
+def test_text_only_request_uses_no_image(bundle, docs, pipe):
+    lm = plugin_for(bundle, [{"image": None, "q": "Describe the image briefly."}])
+    text = lm.generate_until([gen_request(0, lm.task_dict[TASK][SPLIT], max_new_tokens=5)])[0]
+    assert text == pipe.ask("Describe the image briefly.", route="none", max_new_tokens=5).text
+    assert lm.images_compressed == 0
+
+
+def test_loglikelihood_of_greedy_continuation(bundle, docs, pipe):
+    lm = plugin_for(bundle, docs, batch_size=3)
+    doc = docs[1]
+    answer = pipe.ask(doc["q"], images=[doc["image"]], route="cache", max_new_tokens=5)
+    assert len(answer.token_ids) == 5 and lm.tokenizer.eos_token_id not in answer.token_ids
+    greedy_logprob = sum(answer.logprobs)
+    words = answer.text.split()
+    other = " ".join(words[:-1] + ["circle" if words[-1] != "circle" else "square"])
+
+    def ll(continuation, doc_id=1):
+        return FakeInstance((docs[doc_id]["q"], continuation, doc_to_visual, doc_id, TASK, SPLIT))
+
+    results = lm.loglikelihood(
+        [
+            ll(answer.text),  # LLaVA's way: the answer, placed after "ASSISTANT: "
+            ll(" " + answer.text),  # lm-eval's way: the word boundary in the continuation
+            ll(other),
+            ll(lambda d: answer.text),  # doc_to_target callable
+        ]
+    )
+    (lp, greedy), (lp_spaced, greedy_spaced), (lp_other, greedy_other), (lp_fn, _) = results
+    assert greedy and greedy_spaced
+    assert lp == pytest.approx(greedy_logprob, abs=1e-4)
+    assert lp_spaced == pytest.approx(lp, abs=1e-6) and lp_fn == pytest.approx(lp, abs=1e-6)
+    assert not greedy_other and lp_other < lp
+    assert lm.images_compressed == 1
+
+    # The same scores from the single masked pass over all vision tokens (the reference way).
+    masked = plugin_for(bundle, docs, mode="masked").loglikelihood([ll(answer.text), ll(other)])
+    assert masked[0][0] == pytest.approx(lp, abs=1e-4) and masked[0][1]
+    assert masked[1][0] == pytest.approx(lp_other, abs=1e-4) and not masked[1][1]
+
+
+def test_loglikelihood_batches_rows_of_different_lengths(bundle, docs):
+    lm = plugin_for(bundle, docs, batch_size=3)
+    requests = [
+        FakeInstance((d["q"], c, doc_to_visual, i, TASK, SPLIT))
+        for i, (d, c) in enumerate(zip(docs, ["red", "a red circle on the left", "two"]))
+    ]
+    batched = lm.loglikelihood(requests)
+    single = plugin_for(bundle, docs, batch_size=1).loglikelihood(requests)
+    for (a, ga), (b, gb) in zip(batched, single):
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb and a < 0
+
+
+def test_model_args(bundle, docs):
+    with pytest.raises(ValueError, match="mode"):
+        VoCoLlava(pretrained=str(bundle), mode="bogus")
+    with pytest.raises(TypeError, match="unexpected"):
+        VoCoLlava(pretrained=str(bundle), temperature=0.5)
+    lm = VoCoLlava(
+        pretrained=str(bundle),
+        num_voco="1",
+        batch_size="4",
+        device="cpu",
+        dtype="float32",
+        conv_template="vicuna_v1",
+        max_batch_size=None,
+    )
+    assert (lm.num_voco, lm.batch_size, lm.rank, lm.world_size) == (1, 4, 0, 1)
+    lm.task_dict = {TASK: {SPLIT: docs}}
+    lm.generate_until([gen_request(0, docs, max_new_tokens=2)])
+    assert lm.cache_store.caches[next(iter(lm.cache_store.caches))].num_voco == 1

@@ -1,0 +1,140 @@
+"""`voco chat`: a conversation about one image or video, compressed once, answers streamed.
+
+Commands: /image PATH (switch image), /video PATH (switch video), /stats (cache bytes vs
+full-token bytes, timings), /save FILE (write the cache), /reset (forget the conversation),
+/quit. Each turn re-reads only text against the cache: the image is never seen again.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from transformers import TextStreamer
+
+from ..core.cache import kv_bytes
+from ..core.errors import InputError
+from ..core.processing import place_images
+
+
+class _TimedStreamer(TextStreamer):
+    """Prints tokens as they come and remembers when the first one arrived."""
+
+    def __init__(self, tokenizer, out):
+        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        self.first = None
+        self.out = out
+
+    def put(self, value):
+        if self.first is None:
+            self.first = time.perf_counter()
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        print(text, end="" if not stream_end else "\n", flush=True, file=self.out)
+
+
+class ChatSession:
+    def __init__(self, pipe, num_frames: int = 8, max_new_tokens: int = 256, temperature: float = 0.0, out=sys.stdout):
+        self.pipe, self.num_frames, self.out = pipe, num_frames, out
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.cache, self.history, self.stats = None, [], {}
+
+    def load(self, image=None, video=None, cache_file=None) -> None:
+        start = time.perf_counter()
+        if cache_file:
+            self.cache = self.pipe.load_cache(cache_file)
+        elif video:
+            self.cache = self.pipe.compress_video(video, self.num_frames)
+        else:
+            self.cache = self.pipe.compress([image])
+        self.history = []
+        self.stats = {"compress_ms": (time.perf_counter() - start) * 1e3}
+        print(f"[{self.cache.num_groups} group(s) compressed to {self.cache.nbytes:,} bytes]", file=self.out)
+
+    def ask(self, question: str) -> str:
+        streamer = _TimedStreamer(self.pipe.tokenizer, self.out)
+        start = time.perf_counter()
+        answer = self.pipe.ask(
+            question,
+            cache=self.cache,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            streamer=streamer,
+            history=self.history,
+        )
+        end = time.perf_counter()
+        if not self.history:
+            question = place_images(question, self.cache.num_groups)  # the first turn holds the image(s)
+        self.history.append((question, answer.text))
+        n = max(1, len(answer.token_ids))
+        self.stats.update(
+            first_token_ms=((streamer.first or end) - start) * 1e3,
+            decode_ms_per_token=(end - (streamer.first or start)) * 1e3 / n,
+        )
+        return answer.text
+
+    def stats_line(self) -> str:
+        config = self.pipe.model.config
+        element = self.cache.keys[0].element_size()
+        full = kv_bytes(config, self.cache.num_groups * (config.num_vision_tokens + self.cache.num_voco), element)
+        timings = ", ".join(f"{k} {v:.1f}" for k, v in self.stats.items())
+        return (
+            f"cache {self.cache.nbytes:,} bytes vs full-token K/V {full:,} bytes "
+            f"({self.cache.nbytes / full:.2%}); {timings}"
+        )
+
+    def handle(self, line: str) -> bool:
+        """One line of input; False when the session should end."""
+        line = line.strip()
+        if not line:
+            return True
+        command, _, rest = line.partition(" ")
+        try:
+            if command in ("/quit", "/exit"):
+                return False
+            if command == "/image":
+                self.load(image=rest.strip())
+            elif command == "/video":
+                self.load(video=rest.strip())
+            elif command == "/stats":
+                print(self.stats_line(), file=self.out)
+            elif command == "/save":
+                print(f"[saved {self.cache.save(rest.strip())}]", file=self.out)
+            elif command == "/reset":
+                self.history = []
+            elif command.startswith("/"):
+                print("commands: /image PATH, /video PATH, /stats, /save FILE, /reset, /quit", file=self.out)
+            else:
+                self.ask(line)
+        except InputError as err:
+            print(f"voco: error: {err}", file=self.out)
+        return True
+
+
+def _chat_command(args) -> int:
+    from ..core.pipeline import VoCoPipeline
+
+    pipe = VoCoPipeline.from_pretrained(args.model)
+    session = ChatSession(pipe, args.num_frames, args.max_new_tokens, args.temperature)
+    session.load(image=args.image, video=args.video, cache_file=args.cache)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or not session.handle(line):
+            return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("chat", help="a multi-turn conversation about one image or video")
+    p.add_argument("--model", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image")
+    source.add_argument("--video")
+    source.add_argument("--cache")
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.set_defaults(func=_chat_command)

@@ -1,0 +1,409 @@
+"""The VoCo-LLaMA model: transformers' LLaVA plus `<voco>` tokens, the VoCo rule and a real cache.
+
+`VoCoLlavaForConditionalGeneration` is a `LlavaForConditionalGeneration` (any HF vision tower,
+the `mlp2x_gelu` projector, any HF causal LM), so Trainer, PEFT, accelerate and DeepSpeed work
+as they do for LLaVA. What it adds:
+  * `forward` turns the token sequence into labels and applies the VoCo attention rule and the
+    position layout (attention.py) -- one masked pass, used for training;
+  * `compress(pixel_values)` runs each image's group [vision, VoCo] alone and returns a
+    `VoCoCache` with only the VoCo tokens' keys and values (pass 1 of the paper's Fig. 4);
+  * `generate(..., cache=...)` answers from caches (pass 2): context tokens attend to the cached
+    VoCo keys, re-rotated to where each group sits in the prompt. Without a cache it runs the
+    single masked pass (the reference code's way) or, with rule "causal", the full-token model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import (
+    AutoConfig,
+    Blip2QFormerConfig,
+    Blip2QFormerModel,
+    DynamicCache,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaModel,
+    LlavaPreTrainedModel,
+)
+from transformers import initialization as hf_init
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, voco_attention_mask
+from .attention import position_ids as layout_positions
+from .cache import VoCoCache
+from .errors import InputError
+
+COMPRESSORS = ("voco", "avgpool", "qformer")
+
+
+@strict
+class VoCoLlavaConfig(LlavaConfig):
+    """LlavaConfig plus the VoCo settings.
+
+    num_voco: K VoCo tokens after each image. voco_token_id: the `<voco>` token.
+    position_layout: "compact" (default; F frames cost F*K positions) or "natural".
+    attention_rule: the rule the model trains under ("voco", or "causal" for the upper bound).
+    compressor: "voco", or a 1-token baseline of the paper's Table 1 ("avgpool": mean-pool then a
+    linear layer, LLaMA-VID's content token; "qformer": one learnable query through a BLIP-2
+    Q-Former). Baselines use no VoCo tokens and plain causal attention."""
+
+    model_type = "voco_llava"
+    num_voco: int = 1
+    voco_token_id: int = 32001
+    position_layout: Literal["compact", "natural"] = "compact"
+    attention_rule: Literal["voco", "causal", "isolated"] = "voco"
+    compressor: str = "voco"
+
+    def check_compressor(self) -> None:
+        if self.compressor not in COMPRESSORS:
+            raise ValueError(f"unknown compressor {self.compressor!r}; expected one of {COMPRESSORS}")
+        if self.compressor != "voco" and (self.num_voco != 0 or self.attention_rule != "causal"):
+            raise ValueError(f"compressor {self.compressor!r} takes num_voco=0 and attention_rule='causal'")
+
+    @property
+    def num_patches(self) -> int:
+        """Vision tokens the tower gives per image: patches, plus CLS when the strategy keeps it."""
+        vision = self.vision_config
+        n = (vision.image_size // vision.patch_size) ** 2
+        if self.vision_feature_select_strategy == "full" and vision.model_type.startswith("clip"):
+            n += 1
+        return n
+
+    @property
+    def num_vision_tokens(self) -> int:
+        """N: tokens an image occupies in the LLM's sequence (1 for the pooling baselines)."""
+        return self.num_patches if self.compressor == "voco" else 1
+
+
+AutoConfig.register("voco_llava", VoCoLlavaConfig)
+# Our checkpoints use LLaVA's weight names, so llava-hf saves (old and new key layouts) load as ours.
+register_checkpoint_conversion_mapping("voco_llava", get_checkpoint_conversion_mapping("llava"), overwrite=True)
+
+
+@dataclass
+class Generation:
+    sequences: torch.Tensor  # [batch, new_tokens], padded with pad/eos after a row ended
+    logprobs: torch.Tensor  # [batch, new_tokens] log p of each chosen token (greedy: its max)
+    lengths: torch.Tensor  # [batch] generated tokens per row, EOS included
+
+
+class BaselineCompressor(nn.Module):
+    """The paper's 1-token baselines, applied to the projected vision tokens [n, N, D] -> [n, 1, D]."""
+
+    def __init__(self, config: VoCoLlavaConfig):
+        super().__init__()
+        width = config.text_config.hidden_size
+        self.kind = config.compressor
+        if self.kind == "qformer":
+            qformer_config = Blip2QFormerConfig(
+                hidden_size=width,
+                num_hidden_layers=2,
+                num_attention_heads=config.text_config.num_attention_heads,
+                intermediate_size=4 * width,
+                encoder_hidden_size=width,
+                cross_attention_frequency=1,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+            )
+            self.qformer = Blip2QFormerModel(qformer_config)
+            self.query = nn.Parameter(torch.randn(1, 1, width) * qformer_config.initializer_range)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.kind == "avgpool":
+            return self.proj(features.mean(dim=1, keepdim=True))
+        out = self.qformer(query_embeds=self.query.expand(len(features), -1, -1), encoder_hidden_states=features)
+        return self.proj(out.last_hidden_state.to(features.dtype))
+
+
+def _init_compressor(module: nn.Module) -> None:
+    # from_pretrained leaves parameters it did not load as torch.empty until _init_weights sees them;
+    # the generic _init_weights knows Linear/LayerNorm but not a bare nn.Parameter like the query.
+    if isinstance(module, BaselineCompressor) and module.kind == "qformer":
+        hf_init.normal_(module.query, std=module.qformer.config.initializer_range)
+
+
+class VoCoLlavaModel(LlavaModel):
+    """LlavaModel whose image features go through a baseline compressor when one is configured."""
+
+    def __init__(self, config: VoCoLlavaConfig):
+        super().__init__(config)
+        self.compressor = BaselineCompressor(config) if config.compressor != "voco" else None
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        _init_compressor(module)
+
+    def get_image_features(self, pixel_values, **kwargs):
+        out = super().get_image_features(pixel_values=pixel_values, **kwargs)
+        if self.compressor is not None:
+            out.pooler_output = list(self.compressor(torch.stack(out.pooler_output)))
+        return out
+
+
+class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
+    config_class = VoCoLlavaConfig
+    config: VoCoLlavaConfig
+
+    def __init__(self, config: VoCoLlavaConfig):
+        config.check_compressor()
+        LlavaPreTrainedModel.__init__(self, config)
+        self.model = VoCoLlavaModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        _init_compressor(module)
+
+    # ---- the rule, applied -------------------------------------------------------------------
+
+    @property
+    def text_model(self):
+        return self.model.language_model
+
+    def labels_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> TokenLabels:
+        return label_tokens(input_ids, attention_mask, self.config.image_token_id, self.config.voco_token_id)
+
+    def layout_for(self, rule: str) -> str:
+        # Compact positions overlap vision and context positions: only sound when groups are isolated.
+        return "natural" if rule == "causal" else self.config.position_layout
+
+    def attention_mask_for(self, query: TokenLabels, key: TokenLabels, rule: str) -> torch.Tensor:
+        impl = self.text_model.config._attn_implementation
+        if impl == "eager":
+            return voco_attention_mask(query, key, rule, dtype=self.dtype)
+        if impl == "sdpa":
+            return voco_attention_mask(query, key, rule)
+        raise NotImplementedError(
+            f"attention implementation {impl!r} cannot take the VoCo mask; "
+            "load with attn_implementation='sdpa' or 'eager'"
+        )
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, attention_rule=None, **kwargs):
+        """LLaVA's forward under the VoCo rule. A 2D padding mask becomes the rule's 4D mask."""
+        if input_ids is not None and (attention_mask is None or attention_mask.dim() == 2):
+            rule = attention_rule or self.config.attention_rule
+            labels = self.labels_for(input_ids, attention_mask)
+            attention_mask = self.attention_mask_for(labels, labels, rule)
+            if position_ids is None:
+                position_ids = layout_positions(labels, self.layout_for(rule))
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+
+    # ---- pass 1: compression ----------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """Identifies the weights a cache was made with: the LM's shape plus a strided sample of
+        every parameter (cheap even at 7B, and any fine-tuning step changes it)."""
+        text = self.config.text_config
+        shape = (text.num_hidden_layers, text.hidden_size, text.num_key_value_heads, text.vocab_size)
+        digest = hashlib.sha256(repr(shape).encode())
+        for name, param in sorted(self.named_parameters()):
+            flat = param.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 64)][:64]
+            digest.update(name.encode())
+            digest.update(sample.to(torch.bfloat16).float().cpu().numpy().tobytes())  # dtype-independent
+        return digest.hexdigest()
+
+    @torch.no_grad()
+    def compress(self, pixel_values: torch.Tensor, num_voco: int | None = None, batch_size: int = 8) -> VoCoCache:
+        """Run each image's group [N vision tokens, K VoCo tokens] on its own; keep VoCo K/V."""
+        if self.config.compressor != "voco":
+            raise ValueError(f"compressor {self.config.compressor!r} has no VoCo cache; answer with path 'full'")
+        k = num_voco or self.config.num_voco
+        n = self.config.num_vision_tokens
+        ids = torch.tensor([[self.config.image_token_id] * n + [self.config.voco_token_id] * k], device=self.device)
+        labels = self.labels_for(ids, None)
+        mask = self.attention_mask_for(labels, labels, "voco")
+        positions = torch.arange(n + k, device=self.device)[None]
+        voco_embed = self.get_input_embeddings()(ids[:, n:])
+        keys, values = [], []
+        for start in range(0, pixel_values.shape[0], batch_size):
+            pixels = pixel_values[start : start + batch_size].to(self.device, self.dtype)
+            features = torch.stack(self.get_image_features(pixel_values=pixels).pooler_output)
+            embeds = torch.cat([features, voco_embed.expand(len(features), -1, -1)], dim=1)
+            out = self.text_model(
+                inputs_embeds=embeds,
+                attention_mask=mask.expand(len(features), -1, -1, -1),
+                position_ids=positions.expand(len(features), -1),
+                past_key_values=DynamicCache(),
+                use_cache=True,
+            )
+            keys.append([layer.keys[:, :, n:] for layer in out.past_key_values.layers])
+            values.append([layer.values[:, :, n:] for layer in out.past_key_values.layers])
+        return VoCoCache(
+            keys=[torch.cat(chunks) for chunks in zip(*keys)],
+            values=[torch.cat(chunks) for chunks in zip(*values)],
+            positions=list(range(n, n + k)),
+            num_vision=n,
+            fingerprint=self.fingerprint(),
+            layout=self.config.position_layout,
+        )
+
+    # ---- pass 2: answering ------------------------------------------------------------------
+
+    def _place_cache(self, labels: TokenLabels, positions: torch.Tensor, cache: VoCoCache):
+        """The cached VoCo K/V laid out per row in prompt order, keys re-rotated to their places."""
+        is_voco = (labels.kind == VOCO) & labels.valid
+        groups_per_row = labels.group.amax(dim=1)
+        if int(groups_per_row.sum()) != cache.num_groups:
+            raise InputError(f"prompt has {int(groups_per_row.sum())} images but the cache holds {cache.num_groups}")
+        if not torch.equal(is_voco.sum(1), groups_per_row * cache.num_voco):
+            raise InputError(f"prompt does not carry K={cache.num_voco} <voco> tokens per image, as the cache does")
+        index, valid = _pack(is_voco)
+        voco_labels = labels.select(index, valid)
+        rank = (torch.cumsum(is_voco.long(), dim=1) - 1).gather(1, index)  # VoCo token count before, in row
+        first_group = torch.cumsum(groups_per_row, 0) - groups_per_row  # global index of each row's group 1
+        flat = torch.where(valid, first_group[:, None] * cache.num_voco + rank, 0)  # into [groups*K]
+        source_positions = torch.tensor(cache.positions, device=self.device).repeat(cache.num_groups)
+        delta = positions.gather(1, index) - source_positions[flat]
+        cos, sin = self.text_model.rotary_emb(self._dummy(), delta)
+        scale = getattr(self.text_model.rotary_emb, "attention_scaling", 1.0)
+        rotate = sys.modules[type(self.text_model).__module__].apply_rotary_pos_emb
+        layers = []
+        for k, v in zip(cache.keys, cache.values):
+            k, v = (t.to(self.device).transpose(0, 1).flatten(1, 2)[:, flat].transpose(0, 1) for t in (k, v))
+            k_float = k.float()
+            _, k_rot = rotate(k_float, k_float, cos.float() / scale, sin.float() / scale)
+            layers.append((k_rot.to(self.dtype), v.to(self.dtype)))
+        return voco_labels, layers
+
+    def _dummy(self) -> torch.Tensor:
+        return torch.zeros(1, device=self.device, dtype=torch.float32)
+
+    def prefill(self, input_ids, attention_mask=None, pixel_values=None, cache: VoCoCache | None = None, rule=None):
+        """Run the prompt. Returns (logits [B, Q, V] for the query tokens, query labels, key labels,
+        the K/V cache, the positions of the query tokens).
+
+        With `cache`: the queries are the context tokens only; keys are cached VoCo K/V + context.
+        Without: one pass over the whole sequence under `rule` (vision K/V stay in the KV cache)."""
+        rule = rule or ("voco" if cache is not None else self.config.attention_rule)
+        labels = self.labels_for(input_ids, attention_mask)
+        positions = layout_positions(labels, self.layout_for(rule))
+        if cache is None:
+            out = super().forward(
+                input_ids=input_ids,
+                pixel_values=pixel_values,
+                attention_mask=self.attention_mask_for(labels, labels, rule),
+                position_ids=positions,
+                past_key_values=DynamicCache(),
+                use_cache=True,
+            )
+            return out.logits, labels, labels, out.past_key_values, positions
+        if rule == "causal":
+            raise ValueError("a VoCo cache is only valid under the VoCo rule")
+        voco_labels, layers = self._place_cache(labels, positions, cache)
+        index, valid = _pack((labels.kind == CONTEXT) & labels.valid)
+        query = labels.select(index, valid)
+        key = TokenLabels.cat(voco_labels, query)
+        past = DynamicCache(ddp_cache_data=layers)
+        q_positions = positions.gather(1, index)
+        out = self.text_model(
+            inputs_embeds=self.get_input_embeddings()(input_ids.gather(1, index)),
+            attention_mask=self.attention_mask_for(query, key, rule),
+            position_ids=q_positions,
+            past_key_values=past,
+            use_cache=True,
+        )
+        return self.lm_head(out.last_hidden_state), query, key, out.past_key_values, q_positions
+
+    def decode_step(self, token, key: TokenLabels, past, position, order: int, rule: str):
+        """One new context token per row against the KV cache. Returns (next-token logits [B, V]
+        in fp32, the key labels grown by the new token)."""
+        new = TokenLabels(
+            kind=torch.full_like(token, CONTEXT)[:, None],
+            group=torch.zeros_like(token)[:, None],
+            valid=torch.ones_like(token, dtype=torch.bool)[:, None],
+            order=torch.full_like(token, order)[:, None],
+        )
+        key = TokenLabels.cat(key, new)
+        out = self.text_model(
+            inputs_embeds=self.get_input_embeddings()(token[:, None]),
+            attention_mask=self.attention_mask_for(new, key, rule),
+            position_ids=position,
+            past_key_values=past,
+            use_cache=True,
+        )
+        return self.lm_head(out.last_hidden_state[:, -1]).float(), key
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        cache: VoCoCache | None = None,
+        rule: str | None = None,
+        max_new_tokens: int = 128,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+        streamer=None,
+    ) -> Generation:
+        """Greedy or sampled decoding from caches (two-stage) or from pixels (one masked pass)."""
+        rule = rule or ("voco" if cache is not None else self.config.attention_rule)
+        eos = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
+        eos = eos[0] if isinstance(eos, list) else eos
+        pad = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+        logits, query, key, past, q_positions = self.prefill(input_ids, attention_mask, pixel_values, cache, rule)
+        last = _last_valid(query.valid)
+        next_logits = logits[torch.arange(len(last)), last].float()
+        next_position = q_positions.gather(1, last[:, None]) + 1
+        order = int(key.order.max()) + 1
+        batch = input_ids.shape[0]
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        tokens, logprobs = [], []
+        for step in range(max_new_tokens):
+            log_p = torch.log_softmax(next_logits, dim=-1)
+            token = _choose(next_logits, do_sample, temperature, top_p, generator)
+            chosen = log_p.gather(1, token[:, None])[:, 0]
+            token = torch.where(done, pad, token)
+            tokens.append(token)
+            logprobs.append(torch.where(done, 0.0, chosen))
+            if streamer is not None:
+                streamer.put(token.cpu())
+            done = done | (token == eos) if eos is not None else done
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            next_logits, key = self.decode_step(token, key, past, next_position + step, order + step, rule)
+        if streamer is not None:
+            streamer.end()
+        sequences = torch.stack(tokens, dim=1)
+        is_eos = sequences == eos if eos is not None else torch.zeros_like(sequences, dtype=torch.bool)
+        ended = is_eos.any(1)
+        lengths = torch.where(ended, is_eos.float().argmax(1) + 1, sequences.shape[1])
+        return Generation(sequences, torch.stack(logprobs, dim=1), lengths)
+
+
+def _pack(select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the selected tokens of each row, left-padded to the longest row, and which
+    of them are real: a stable sort moves the selected tokens to the end in their order."""
+    width = int(select.sum(1).max()) if select.numel() else 0
+    index = torch.sort(select.int(), dim=1, stable=True).indices[:, select.shape[1] - width :]
+    return index, select.gather(1, index)
+
+
+def _last_valid(valid: torch.Tensor) -> torch.Tensor:
+    positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+    return torch.where(valid, positions, -1).amax(dim=1)
+
+
+def _choose(logits, do_sample, temperature, top_p, generator) -> torch.Tensor:
+    if not do_sample or temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -1,0 +1,111 @@
+"""Load, compress, answer: the three calls a user needs, over the model's two passes.
+
+    from voco_llama import VoCoPipeline
+    pipe = VoCoPipeline.from_pretrained("runs/tiny")
+    cache = pipe.compress(["cat.png"])                   # pass 1, once per image
+    print(pipe.ask("What is on the mat?", cache).text)   # pass 2, any number of times
+
+`ask` takes the routes the evaluation compares: "cache" (two-stage, from a VoCoCache), "masked"
+(one pass over all vision tokens under the VoCo rule: the reference code's way), "full"
+(ordinary causal attention: the upper-bound model) and "none" (no image at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .cache import VoCoCache
+from .presets import load_bundle
+from .processing import encode_prompts, load_image, process_images, question_prompt
+from .video import read_video
+
+ROUTES = ("cache", "masked", "full", "none")  # how `ask` reaches the image: see the module docstring
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+
+
+class VoCoPipeline:
+    def __init__(self, model, tokenizer, image_processor, template: str = "vicuna_v1", image_aspect_ratio: str = "pad"):
+        self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
+        self.template, self.image_aspect_ratio = template, image_aspect_ratio
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype=None, device=None, **kwargs) -> VoCoPipeline:
+        return cls(*load_bundle(directory, dtype=dtype, device=device), **kwargs)
+
+    def pixels(self, images: list[str | Path | Image.Image]) -> torch.Tensor:
+        images = [im if isinstance(im, Image.Image) else load_image(im) for im in images]
+        return process_images(images, self.image_processor, self.image_aspect_ratio)
+
+    def compress(self, images: list[str | Path | Image.Image], num_voco: int | None = None) -> VoCoCache:
+        return self.model.compress(self.pixels(images), num_voco=num_voco)
+
+    def compress_video(
+        self, video: str | Path, num_frames: int | None = 8, fps: float | None = None, num_voco: int | None = None
+    ) -> VoCoCache:
+        """One cache holding every sampled frame, each compressed alone, in time order."""
+        return self.compress(read_video(video, num_frames, fps), num_voco=num_voco)
+
+    def load_cache(self, path: str | Path) -> VoCoCache:
+        return VoCoCache.load(path, expected_fingerprint=self.model.fingerprint())
+
+    def ask(
+        self,
+        questions: str | list[str],
+        cache: VoCoCache | None = None,
+        images: list | None = None,
+        route: str = "cache",
+        num_voco: int | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        streamer=None,
+        history: list[tuple[str, str]] | None = None,
+    ) -> Answer | list[Answer]:
+        """Answer one question (or a batch) about the images in `cache` or `images`.
+
+        Groups (images, frames) are shared out evenly over the questions in order; a question
+        without `<image>` placeholders gets one per group at its start (LLaVA's `<image>\\n{q}`
+        for a single image, all the frames of a video). `history`: earlier turns of a chat."""
+        single = isinstance(questions, str)
+        questions = [questions] if single else list(questions)
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
+        if route == "cache" and cache is None:
+            cache = self.compress(images, num_voco=num_voco)
+        num_voco = cache.num_voco if cache is not None else num_voco
+        groups = {"cache": cache.num_groups if cache is not None else 0, "none": 0}.get(route, len(images or []))
+        per_question = groups // len(questions)
+        # with a chat history, the images sit in its first turn
+        prompts = [question_prompt(q, self.template, per_question, history) for q in questions]
+        batch = encode_prompts(prompts, self.tokenizer, self.model.config, num_voco=num_voco)
+        pixel_values = self.pixels(images) if route in ("masked", "full") else None
+        generation = self.model.generate(
+            batch["input_ids"].to(self.model.device),
+            batch["attention_mask"].to(self.model.device),
+            pixel_values=pixel_values,
+            cache=cache if route == "cache" else None,
+            rule="causal" if route == "full" else "voco",
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=temperature,
+            top_p=top_p,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            streamer=streamer,
+        )
+        answers = []
+        for row, n in zip(generation.sequences.tolist(), generation.lengths.tolist()):
+            ids = row[:n]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            answers.append(Answer(text, ids, generation.logprobs[len(answers), :n].tolist()))
+        return answers[0] if single else answers

@@ -1,0 +1,148 @@
+"""Named model presets, and building, saving and loading a model with its tokenizer and image
+processor as one directory (what `voco init`, `voco ask` and Trainer outputs use).
+
+Presets are randomly initialised, built from transformers' own config classes: nothing is ever
+downloaded. `tiny` exists so every code path runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
+
+from .conversation import IMAGE_PLACEHOLDER, TEMPLATES, VOCO_PLACEHOLDER
+from .errors import InputError
+from .modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
+from .tokenizer import build_tokenizer
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    vision: str = "clip"  # "clip" or "siglip"
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    vocab_size: int = 512
+    num_voco: int = 1
+    position_layout: str = "compact"
+    attention_rule: str = "voco"
+    compressor: str = "voco"  # baselines ("avgpool", "qformer") imply num_voco=0 and causal attention
+    # std of the random init (transformers' initializer_range, 0.02 by default). Models trained from
+    # scratch on CPU need a larger one: at 0.02 a 128-wide LLM's attention starts uniform and takes
+    # thousands of steps to learn to look anything up in the image.
+    init_std: float | None = None
+
+
+PRESETS = {
+    "tiny": Preset("tiny"),
+    "tiny-siglip": Preset("tiny-siglip", vision="siglip"),
+}
+
+# What a tiny tokenizer is trained on when no corpus is given: the templates and everyday words.
+_DEFAULT_CORPUS = [t.system + " USER: ASSISTANT: </s>" for t in TEMPLATES.values()] + [
+    "What is in the image? Describe the image briefly. Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly. A. B. C. D. yes no",
+    "a red green blue yellow purple orange black white circle square triangle star cross left right top bottom",
+    "one two three four five how many is there which colour color shape where the of and in on with",
+]
+
+
+def image_processor_for(vision: str, image_size: int):
+    """The HF image processor of the tower (PIL backend: torchvision cannot sit beside CPU torch)."""
+    if vision == "clip":
+        from transformers import CLIPImageProcessorPil
+
+        return CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        )
+    from transformers import SiglipImageProcessorPil
+
+    return SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+
+
+def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **overrides):
+    """A randomly initialised model, its tokenizer and image processor."""
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    if overrides:
+        p = Preset(**{**p.__dict__, **overrides})
+    if p.compressor != "voco":
+        p = Preset(**{**p.__dict__, "num_voco": 0, "attention_rule": "causal"})
+    tokenizer = tokenizer or build_tokenizer(_DEFAULT_CORPUS * 4, vocab_size=p.vocab_size)
+    vision_kwargs = dict(
+        hidden_size=p.vision_hidden,
+        intermediate_size=p.vision_hidden * 4,
+        num_hidden_layers=p.vision_layers,
+        num_attention_heads=max(1, p.vision_hidden // 16),
+        image_size=p.image_size,
+        patch_size=p.patch_size,
+    )
+    if p.init_std is not None:
+        vision_kwargs["initializer_range"] = p.init_std
+    vision_config = CLIPVisionConfig(**vision_kwargs) if p.vision == "clip" else SiglipVisionConfig(**vision_kwargs)
+    text_config = LlamaConfig(
+        hidden_size=p.hidden,
+        intermediate_size=p.intermediate,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        num_key_value_heads=p.kv_heads,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **({"initializer_range": p.init_std} if p.init_std is not None else {}),
+    )
+    config = VoCoLlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER),
+        voco_token_id=tokenizer.convert_tokens_to_ids(VOCO_PLACEHOLDER),
+        image_seq_length=(p.image_size // p.patch_size) ** 2,
+        vision_feature_select_strategy="default" if p.vision == "clip" else "full",
+        num_voco=p.num_voco,
+        position_layout=p.position_layout,
+        attention_rule=p.attention_rule,
+        compressor=p.compressor,
+    )
+    torch.manual_seed(seed)
+    model = VoCoLlavaForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, image_processor_for(p.vision, p.image_size)
+
+
+def save_bundle(directory: str | Path, model, tokenizer, image_processor) -> Path:
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    image_processor.save_pretrained(directory)
+    return directory
+
+
+def load_bundle(
+    directory: str | Path, dtype=None, device=None, attn_implementation: str | None = None, **config_overrides
+):
+    """(model, tokenizer, image_processor) from a directory written by `save_bundle` or Trainer.
+    `config_overrides` change the config before the weights load (new modules start fresh)."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise InputError(f"{directory}: not a model directory (no config.json)")
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if config_overrides:
+        config = VoCoLlavaConfig.from_pretrained(directory)
+        for key, value in config_overrides.items():
+            setattr(config, key, value)
+        kwargs["config"] = config
+    model = VoCoLlavaForConditionalGeneration.from_pretrained(directory, dtype=dtype or torch.float32, **kwargs)
+    model = model.to(device or "cpu").eval()
+    return model, AutoTokenizer.from_pretrained(directory), AutoImageProcessor.from_pretrained(directory)

@@ -1,0 +1,122 @@
+"""From images and prompt text to model inputs.
+
+An image is written in the token sequence as N image tokens (N = the vision tower's patch count,
+576 for CLIP ViT-L/14-336) followed by K `<voco>` tokens: one compression group. The prompt text
+carries one `<image>` placeholder per image; `expand_image_tokens` turns each into its group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .conversation import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, get_template
+from .errors import InputError
+
+ASPECT_RATIOS = ("pad", "resize", "square", "original")  # LLaVA's --image_aspect_ratio values
+# what counts as an image file in a folder (batch compression, frame folders, lmms-eval visuals)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def load_image(path: str | Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise InputError(f"{path}: unreadable image ({err.__class__.__name__}: {err})") from None
+
+
+def pad_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """LLaVA's `--image_aspect_ratio pad`: centre the image on a square of its longer side."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), background)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def process_images(images: list[Image.Image], image_processor, aspect_ratio: str = "pad") -> torch.Tensor:
+    """pixel_values [n, 3, H, W]; `pad` squares each image in the processor's mean colour first."""
+    if aspect_ratio == "pad":
+        background = tuple(int(x * 255) for x in image_processor.image_mean)  # truncated, as LLaVA does
+        images = [pad_to_square(image, background) for image in images]
+    elif aspect_ratio not in ASPECT_RATIOS:
+        raise ValueError(f"unknown image_aspect_ratio {aspect_ratio!r}")
+    return image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def expand_image_tokens(
+    ids: list[int],
+    image_token_id: int,
+    num_vision: int,
+    voco_token_id: int,
+    num_voco: int,
+    labels: list[int] | None = None,
+) -> tuple[list[int], list[int] | None]:
+    """Replace each image token by its group: N image tokens then K VoCo tokens (labels -100)."""
+    group = [image_token_id] * num_vision + [voco_token_id] * num_voco
+    out_ids, out_labels = [], [] if labels is not None else None
+    for i, token in enumerate(ids):
+        if token == image_token_id:
+            out_ids += group
+            if out_labels is not None:
+                out_labels += [-100] * len(group)
+        else:
+            out_ids.append(token)
+            if out_labels is not None:
+                out_labels.append(labels[i])
+    return out_ids, out_labels
+
+
+def encode_prompts(prompts: list[str], tokenizer, config, num_voco: int | None = None) -> dict[str, torch.Tensor]:
+    """Tokenise rendered prompts, expand their `<image>` placeholders, left-pad into a batch."""
+    num_voco = config.num_voco if num_voco is None else num_voco
+    rows = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=True).input_ids
+        rows.append(
+            expand_image_tokens(ids, config.image_token_id, config.num_vision_tokens, config.voco_token_id, num_voco)[0]
+        )
+    length = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, length - len(r) :] = torch.tensor(r)
+        attention_mask[i, length - len(r) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def place_images(question: str, num_images: int) -> str:
+    """The one rule for where images go in a question. `<video>` becomes one `<image>` per frame;
+    a question that already holds `num_images` placeholders is kept; otherwise its placeholders
+    are dropped and `num_images` of them open it (LLaVA's `<image>\\n{question}`). 0 images: the
+    question with every placeholder removed."""
+    if num_images == 0:
+        return question.replace(VIDEO_PLACEHOLDER, "").replace(IMAGE_PLACEHOLDER, "").strip()
+    if VIDEO_PLACEHOLDER in question:
+        return question.replace(VIDEO_PLACEHOLDER, IMAGE_PLACEHOLDER * num_images)
+    if question.count(IMAGE_PLACEHOLDER) == num_images:
+        return question
+    return IMAGE_PLACEHOLDER * num_images + "\n" + question.replace(IMAGE_PLACEHOLDER, "").strip()
+
+
+def question_prompt(
+    question: str,
+    template: str = "vicuna_v1",
+    num_images: int | None = 1,
+    history: list[tuple[str, str]] | None = None,
+) -> str:
+    """LLaVA's evaluation prompt: the question with its images placed (`place_images`) in the
+    conversation template; `num_images=None` keeps the placeholders the text has. With `history`
+    (earlier (question, answer) turns), the images go in the first turn."""
+    turns = [*(history or []), (question, None)]
+    if num_images is not None:
+        turns[0] = (place_images(turns[0][0], num_images), turns[0][1])
+    return get_template(template).render(turns)[0]

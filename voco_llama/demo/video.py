@@ -1,0 +1,543 @@
+"""`voco demo --video`: VoCo per video frame (issue 7, section 3) at toy scale, continuing from the
+image demo's models (`voco demo --preset P --out DIR`, run first if DIR/models/voco-k1 is missing).
+
+Stages, each reused on a re-run when its output exists (`--fresh` redoes the video stages -- needed
+after changing a preset for an existing DIR; the image demo's models are kept, `voco demo --fresh`
+without --video redoes those):
+  1. world     the moving world (movingworld.py) in DIR/video/world, frames the size the image
+               models were trained on (read from their config), plus one-frame copies of every clip
+               holding only its middle frame (DIR/video/middle/), for the middle-frame row;
+  2. finetune  `voco train` on one JSON mixing the moving world's video records with some of the
+               image world's records (issue 7 section 2), same data, steps and learning rate for
+               every row, each continuing from its image-demo model with that model's own settings:
+               VoCo K=1 (voco-k1), VoCo K=2 (voco-k2), Avg-pool (avg-pool) with F frames per clip,
+               and the full-token model (base) given the middle frame only;
+  3. eval      `voco eval` on eval/moving: VoCo rows answer from per-frame caches, Avg-pool and the
+               middle frame with one causal pass over their tokens, Text only is the VoCo K=1 video
+               model given no frames; scored with the GQA exact-match scorer, overall and per
+               question type;
+  4. scaling   for 8..256 frames: positions used, frame K/V bytes and time to first token, VoCo K=1
+               (compact layout, answering from the per-frame cache) vs full-token frames (base
+               video model, one causal prefill over every frame's tokens);
+  5. report    DIR/video/report.md + report.json, scaling.png; the two tables are printed.
+
+Why the middle frame, and why a folder of its own: the moving world puts its mover at the same
+place in the middle frame whatever its direction, so one frame cannot answer; `read_video(clip, 1)`
+would give frame 0 (LLaVA-style linspace), hence the one-frame folders holding frame (n-1)//2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..core.cache import kv_bytes
+from ..core.errors import InputError
+from ..core.files import write_atomic, write_json_atomic
+from ..core.pipeline import VoCoPipeline
+from ..eval.evaluate import answered_ids, read_questions, run_eval
+from ..eval.scoring import score
+from .image import train_stage
+from .movingworld import BENCH, QUESTION_TYPES, generate_moving_world, load_moving_world
+from .toyworld import load_world
+
+CONTEXT_WINDOW = 2048  # the goal: 256 frames at K=1 must fit a context of this many positions
+CLEAR_MARGIN = 10.0  # accuracy points; about two standard errors of a ~50% accuracy on 100 questions
+
+
+@dataclass(frozen=True)
+class VideoPreset:
+    name: str
+    train_clips: int
+    eval_clips: int
+    clip_frames: int  # frames rendered per clip (8..32)
+    num_frames: int  # frames sampled per clip for training and eval: one compression group each
+    image_records: int  # image-world records mixed into the one training JSON
+    steps: int
+    batch_size: int
+    lr: float
+    eval_batch_size: int
+    max_new_tokens: int
+    sweep_frames: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    ttft_repeats: int = 3  # median of this many timed runs (after one warm-up)
+    full_ttft_budget: float = 20.0  # seconds: a full-token prefill slower than this ends its measurements
+
+
+PRESETS = {
+    # sized so the whole video demo takes about 5 minutes on 2 CPU cores (training is most of it)
+    "demo": VideoPreset(
+        "demo",
+        train_clips=400,
+        eval_clips=100,
+        clip_frames=16,
+        num_frames=8,
+        image_records=60,
+        steps=150,
+        batch_size=8,
+        lr=1e-3,
+        eval_batch_size=25,
+        max_new_tokens=4,
+        full_ttft_budget=5.0,
+    ),
+    # plumbing only: seconds, not minutes
+    "smoke": VideoPreset(
+        "smoke",
+        train_clips=10,
+        eval_clips=10,
+        clip_frames=8,
+        num_frames=4,
+        image_records=4,
+        steps=2,
+        batch_size=4,
+        lr=3e-4,
+        eval_batch_size=10,
+        max_new_tokens=2,
+        ttft_repeats=1,
+        full_ttft_budget=0.3,
+    ),
+}
+
+# Accuracy rows: name -> (image-demo model it continues from, trained/answered on the middle frame
+# only, eval mode). Text only has no model of its own: it is the VoCo K=1 video model, no frames.
+ROWS = {
+    "VoCo K=1": ("voco-k1", False, "voco"),
+    "VoCo K=2": ("voco-k2", False, "voco"),
+    "Avg-pool per frame": ("avg-pool", False, "full"),
+    "Middle frame (full tokens)": ("base", True, "full"),
+}
+TEXT_ONLY = "Text only"
+
+
+def _slug(name: str) -> str:
+    return name.lower().split(" (")[0].replace(" ", "-").replace("=", "")
+
+
+def _model_config(model_dir: Path) -> dict:
+    return json.loads((model_dir / "config.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. world
+# ----------------------------------------------------------------------------------------------
+
+
+def _ensure_moving_world(preset: VideoPreset, root: Path, image_size: int):
+    """The moving world, regenerated only when its configuration differs."""
+    want = dict(
+        seed=0,
+        num_train_clips=preset.train_clips,
+        num_eval_clips=preset.eval_clips,
+        num_frames=preset.clip_frames,
+        image_size=image_size,
+    )
+    meta = root / "movingworld.json"
+    if meta.is_file():
+        config = json.loads(meta.read_text())["config"]
+        if all(config.get(k) == v for k, v in want.items()):
+            return load_moving_world(root)
+    print(f"voco demo --video: generating the moving world in {root}")
+    return generate_moving_world(root, **want)
+
+
+def _middle_frames(world, root: Path) -> Path:
+    """Per clip a folder holding only its middle frame, (n-1)//2 as movingworld defines it. Remade
+    when the world is not the one they were made from (`complete` holds that world's config)."""
+    done, made_from = root / "complete", world.meta_json.read_text()
+    if done.is_file() and done.read_text() == made_from:
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for clip in sorted(p for p in world.videos_dir.iterdir() if p.is_dir()):
+        frames = sorted(clip.glob("*.png"))
+        middle = frames[(len(frames) - 1) // 2]
+        target = root / clip.name / "000.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(middle, target)  # same bytes, no copy
+        except OSError:
+            shutil.copyfile(middle, target)
+    done.write_text(made_from)
+    return root
+
+
+def _mixed_train_json(preset: VideoPreset, out: Path, world, image_world) -> Path:
+    """Video records, then every k-th image-world record spread through them (one run, both kinds)."""
+    videos = json.loads(world.train_json.read_text())
+    images = [r for r in json.loads(image_world.train_json.read_text()) if "image" in r][: preset.image_records]
+    mixed, every = [], max(1, len(videos) // max(1, len(images)))
+    for i, record in enumerate(videos):
+        mixed.append(record)
+        if i % every == every - 1 and images:
+            mixed.append(images.pop(0))
+    mixed += images
+    write_json_atomic(out, mixed)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. fine-tune
+# ----------------------------------------------------------------------------------------------
+
+
+def _finetune(
+    preset: VideoPreset, start: Path, out: Path, data: Path, image_folder: Path, video_folder: Path, num_frames: int
+) -> Path:
+    """`voco train` from an image-demo model, keeping its compressor, K and attention rule."""
+    config = _model_config(start)
+    flags = ["--compressor", config["compressor"], "--attention_rule", config["attention_rule"]]
+    if config["compressor"] == "voco":
+        flags += ["--num_voco", str(config["num_voco"])]
+    flags += ["--video_folder", str(video_folder), "--num_frames", str(num_frames)]
+    return train_stage(
+        out, start, data, image_folder, preset.steps, preset.batch_size, preset.lr, flags, model_max_length=2048
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. eval
+# ----------------------------------------------------------------------------------------------
+
+
+def _evaluate(
+    preset: VideoPreset,
+    model_dir: Path,
+    questions: Path,
+    key: Path,
+    folder: Path,
+    answers: Path,
+    mode: str,
+    num_frames: int,
+) -> dict:
+    """Answer (skipped when the answer file is complete) and score; the summary has per-type accuracy."""
+    if len(answered_ids(answers)) < len(read_questions(questions)):
+        pipe = VoCoPipeline.from_pretrained(model_dir)
+        run_eval(
+            pipe,
+            questions,
+            answers,
+            folder,
+            mode=mode,
+            max_new_tokens=preset.max_new_tokens,
+            batch_size=preset.eval_batch_size,
+            model_id=answers.parent.name,
+            num_frames=num_frames,
+        )
+    summary = score("gqa", answers, key)
+    write_json_atomic(answers.with_suffix(".score.json"), summary)
+    return {
+        "accuracy": summary["score"],
+        "categories": {c: v["accuracy"] for c, v in summary["categories"].items()},
+        "n": summary["n_questions"],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. scaling
+# ----------------------------------------------------------------------------------------------
+
+
+def prompt_positions(pipe, question: str, frames: int, rule: str) -> tuple[int, int]:
+    """(text tokens, positions used) of the prompt `ask` builds for `frames` frames, in the layout
+    the model uses under `rule` (VoCo: compact; causal: natural)."""
+    from ..core.attention import CONTEXT
+    from ..core.attention import position_ids as layout_positions
+    from ..core.processing import encode_prompts, question_prompt
+
+    prompt = question_prompt(question, pipe.template, frames)
+    batch = encode_prompts([prompt], pipe.tokenizer, pipe.model.config)
+    labels = pipe.model.labels_for(batch["input_ids"], batch["attention_mask"])
+    positions = layout_positions(labels, pipe.model.layout_for(rule))
+    text = int(((labels.kind == CONTEXT) & labels.valid).sum())
+    return text, int(positions.max()) + 1
+
+
+def _timed(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _scaling(preset: VideoPreset, voco_dir: Path, full_dir: Path, world) -> tuple[list[dict], float]:
+    """Positions, frame K/V bytes and TTFT for F frames (an eval clip's frames repeated to length F),
+    and the VoCo compression time per frame."""
+    from ..core.video import read_video
+
+    voco, full = VoCoPipeline.from_pretrained(voco_dir), VoCoPipeline.from_pretrained(full_dir)
+    question = read_questions(world.questions)[0]
+    clip = read_video(world.videos_dir / question["video"], None)
+    # Each frame is compressed alone, so the cache of F repeated frames is the clip's groups repeated:
+    # compress the clip once (timed) and index it, rather than compressing 256 frames for nothing.
+    voco.compress(clip)  # warm-up
+    start = time.perf_counter()
+    clip_cache = voco.compress(clip)
+    compress_per_frame = (time.perf_counter() - start) / len(clip)
+    full_config, k = full.model.config, voco.model.config.num_voco
+    n = full_config.num_vision_tokens
+    rows, full_affordable = [], True
+    for f in preset.sweep_frames:
+        frames = [clip[i % len(clip)] for i in range(f)]
+        cache = clip_cache[[i % len(clip) for i in range(f)]]
+        text, voco_positions = prompt_positions(voco, question["text"], f, "voco")
+        _, full_positions = prompt_positions(full, question["text"], f, "causal")
+        row = {
+            "frames": f,
+            "text_tokens": text,
+            "voco_k": k,
+            "full_n": n,
+            "voco_positions": voco_positions,
+            "full_positions": full_positions,
+            "voco_bytes": cache.nbytes,
+            "full_bytes": kv_bytes(full_config, f * n, cache.keys[0].element_size()),
+            "voco_fits_context": voco_positions + preset.max_new_tokens <= CONTEXT_WINDOW,
+            "full_fits_context": full_positions + preset.max_new_tokens <= CONTEXT_WINDOW,
+            "voco_ttft_s": _timed(
+                lambda cache=cache: voco.ask(question["text"], cache=cache, max_new_tokens=1), preset.ttft_repeats
+            ),
+            "full_ttft_s": None,
+        }
+        if full_affordable:
+            row["full_ttft_s"] = _timed(
+                lambda frames=frames: full.ask(question["text"], images=frames, route="full", max_new_tokens=1),
+                preset.ttft_repeats,
+            )
+            full_affordable = row["full_ttft_s"] <= preset.full_ttft_budget
+        print(
+            f"voco demo --video: scaling F={f}: VoCo {voco_positions} positions {row['voco_ttft_s'] * 1e3:.1f} ms, "
+            f"full {full_positions} positions "
+            + ("not measured" if row["full_ttft_s"] is None else f"{row['full_ttft_s'] * 1e3:.1f} ms")
+        )
+        rows.append(row)
+    return rows, compress_per_frame
+
+
+def _plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = [r["frames"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = [
+        ("positions used", "voco_positions", "full_positions"),
+        ("frame K/V cache (bytes)", "voco_bytes", "full_bytes"),
+        ("time to first token (s)", "voco_ttft_s", "full_ttft_s"),
+    ]
+    for ax, (label, voco_key, full_key) in zip(axes, panels):
+        ax.plot(frames, [r[voco_key] for r in rows], marker="o", label="VoCo K=1 per frame")
+        measured = [(r["frames"], r[full_key]) for r in rows if r[full_key] is not None]
+        ax.plot(*zip(*measured), marker="s", label="full-token frames")
+        if voco_key == "voco_positions":
+            ax.axhline(CONTEXT_WINDOW, color="#c33", linestyle="--", label=f"{CONTEXT_WINDOW}-token context")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("frames")
+        ax.set_title(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. report
+# ----------------------------------------------------------------------------------------------
+
+
+def _goals(accuracy: dict, scaling: list[dict]) -> dict:
+    """The issue's goals, judged on VoCo K=1 (the setting that fits 256 frames); K=2's margins shown too."""
+    baselines = ("Middle frame (full tokens)", "Avg-pool per frame")
+    margins = {
+        voco: {b: accuracy[voco]["accuracy"] - accuracy[b]["accuracy"] for b in baselines}
+        for voco in ("VoCo K=1", "VoCo K=2")
+    }
+    at_256 = [r for r in scaling if r["frames"] == 256]
+    return {
+        "voco_clearly_beats_baselines": all(m >= CLEAR_MARGIN for m in margins["VoCo K=1"].values()),
+        "margins_points": margins,
+        "clear_margin_points": CLEAR_MARGIN,
+        "k1_256_frames_fit_2048": bool(at_256) and at_256[0]["voco_fits_context"],
+    }
+
+
+def _markdown(
+    preset: VideoPreset,
+    accuracy: dict,
+    scaling: list[dict],
+    goals: dict,
+    seconds: float,
+    models: dict,
+    steps_info: str,
+    compress_per_frame: float,
+) -> str:
+    types = list(QUESTION_TYPES)
+    lines = [
+        "# VoCo-LLaMA per video frame at toy scale",
+        "",
+        f"Preset `{preset.name}`, {seconds / 60:.1f} min wall time for this run (stages reused when present). "
+        f"{steps_info}",
+        "",
+        "## Accuracy on the moving world (exact match, %)",
+        "",
+        "| method | model | overall | " + " | ".join(types) + " |",
+        "|---" * (len(types) + 3) + "|",
+    ]
+    for name, row in accuracy.items():
+        cells = [f"{row['categories'].get(t, float('nan')):.1f}" for t in types]
+        lines.append(f"| {name} | {models[name]} | {row['accuracy']:.1f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Every question type needs more than one frame (movingworld.py); chance is 25-50% by type.",
+        "",
+        "## Scaling with the number of frames",
+        "",
+        "Positions: the prompt's positions (text + frames). Bytes: the frames' K/V over every layer "
+        "(VoCo: the per-frame cache's `.nbytes`; full tokens: `kv_bytes` of F x N tokens). TTFT: answering one "
+        "question (one new token) from the already built VoCo cache vs one causal prefill over every "
+        "frame's N tokens from pixels; '-' = not measured (the previous size took longer than "
+        f"{preset.full_ttft_budget:g} s). Building the VoCo cache costs {compress_per_frame * 1e3:.1f} ms per "
+        "frame, once per video however many questions follow (not in TTFT).",
+        "",
+        "| frames | text | VoCo K=1 positions | full positions | VoCo bytes | full bytes | VoCo TTFT (ms) | "
+        "full TTFT (ms) | K=1 fits 2048 |",
+        "|---" * 9 + "|",
+    ]
+    for r in scaling:
+        full_ttft = "-" if r["full_ttft_s"] is None else f"{r['full_ttft_s'] * 1e3:.1f}"
+        lines.append(
+            f"| {r['frames']} | {r['text_tokens']} | {r['voco_positions']} | {r['full_positions']} | "
+            f"{r['voco_bytes']:,} | {r['full_bytes']:,} | {r['voco_ttft_s'] * 1e3:.1f} | {full_ttft} | "
+            f"{'yes' if r['voco_fits_context'] else 'no'} |"
+        )
+    margins = "; ".join(
+        f"{voco}: " + ", ".join(f"{m:+.1f} vs {name}" for name, m in against.items())
+        for voco, against in goals["margins_points"].items()
+    )
+    lines += [
+        "",
+        "## Goals",
+        "",
+        f"- VoCo per frame clearly (>= {CLEAR_MARGIN:g} points) beats one full frame and avg-pool per frame: "
+        f"{'MET' if goals['voco_clearly_beats_baselines'] else 'NOT MET'} for VoCo K=1 (accuracy points: "
+        f"{margins}).",
+        f"- 256 frames at K=1 fit a {CONTEXT_WINDOW}-token context: "
+        f"{'MET' if goals['k1_256_frames_fit_2048'] else 'NOT MET'}.",
+        "",
+        "![scaling](scaling.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_video_demo(args) -> int:
+    from .image import PRESETS as IMAGE_PRESETS
+
+    if args.preset not in PRESETS or args.preset not in IMAGE_PRESETS:
+        raise InputError(f"unknown demo preset {args.preset!r}; expected one of {sorted(PRESETS)}")
+    preset = PRESETS[args.preset]
+    out = Path(args.out)
+    video = out / "video"
+    if not (out / "models" / "voco-k1" / "config.json").is_file():
+        from .image import run_demo
+
+        print(f"voco demo --video: no image demo in {out}; running `voco demo --preset {args.preset}` first")
+        run_demo(args)
+    if getattr(args, "fresh", False) and video.exists():
+        shutil.rmtree(video)
+    video.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    # 1. world: frames as large as the image models' input
+    image_models = out / "models"
+    image_size = _model_config(image_models / "voco-k1")["vision_config"]["image_size"]
+    world = _ensure_moving_world(preset, video / "world", image_size)
+    middle = _middle_frames(world, video / "middle")
+    image_world = load_world(out / "world")
+    data = _mixed_train_json(preset, video / "train_mixed.json", world, image_world)
+
+    # 2. fine-tune every row's model on the same records and steps
+    models, started_from, train_seconds = {}, {}, {}
+    for name, (source, middle_only, _) in ROWS.items():
+        if source == "base" and not (image_models / "base" / "config.json").is_file():
+            source = "upper-bound"  # the full-token model the image demo kept
+        started_from[name] = f"models/{source}"
+        before = time.perf_counter()
+        models[name] = _finetune(
+            preset,
+            image_models / source,
+            video / "models" / _slug(name),
+            data,
+            image_world.images_dir,
+            middle if middle_only else world.videos_dir,
+            1 if middle_only else preset.num_frames,
+        )
+        train_seconds[name] = round(time.perf_counter() - before, 1)
+    models[TEXT_ONLY] = models["VoCo K=1"]
+
+    # 3. eval
+    accuracy = {}
+    for name, (_, middle_only, mode) in [*ROWS.items(), (TEXT_ONLY, (None, False, "none"))]:
+        print(f"voco demo --video: evaluating {name} ({mode})")
+        accuracy[name] = _evaluate(
+            preset,
+            models[name],
+            world.questions,
+            world.answer_key,
+            middle if middle_only else world.videos_dir,
+            video / "answers" / _slug(name) / f"{BENCH}.jsonl",
+            mode,
+            1 if middle_only else preset.num_frames,
+        )
+
+    # 4. scaling: measured once (timings would differ on every run), then read back
+    scaling_json = video / "scaling.json"
+    if scaling_json.is_file() and json.loads(scaling_json.read_text())["frames"] == list(preset.sweep_frames):
+        saved = json.loads(scaling_json.read_text())
+        scaling, compress_per_frame = saved["rows"], saved["compress_s_per_frame"]
+    else:
+        scaling, compress_per_frame = _scaling(preset, models["VoCo K=1"], models["Middle frame (full tokens)"], world)
+        write_json_atomic(
+            scaling_json,
+            {"frames": list(preset.sweep_frames), "rows": scaling, "compress_s_per_frame": compress_per_frame},
+        )
+    _plot(video / "scaling.png", scaling)
+
+    # 5. report
+    goals = _goals(accuracy, scaling)
+    seconds = time.perf_counter() - start
+    sources = {name: str(path.relative_to(out)) for name, path in models.items()}
+    steps_info = (
+        f"Every row fine-tuned {preset.steps} steps x batch {preset.batch_size} from the image demo's "
+        f"model on {preset.train_clips} clips ({preset.num_frames} of {preset.clip_frames} frames sampled) "
+        f"mixed with {preset.image_records} image records."
+    )
+    report = {
+        "preset": asdict(preset),
+        "seconds": round(seconds, 1),
+        "train_seconds_this_run": train_seconds,
+        "image_size": image_size,
+        "models": sources,
+        "started_from": started_from,
+        "accuracy": accuracy,
+        "scaling": scaling,
+        "compress_s_per_frame": compress_per_frame,
+        "goals": goals,
+    }
+    write_json_atomic(video / "report.json", report)
+    markdown = _markdown(preset, accuracy, scaling, goals, seconds, sources, steps_info, compress_per_frame)
+    write_atomic(video / "report.md", markdown)
+    print("\n" + markdown)
+    return 0
