@@ -375,11 +375,17 @@ def _latest_checkpoint(output_dir: str) -> str | None:
 
 
 def run(argv: list[str]) -> int:
+    """`voco train ARGV` (LLaVA's flags)."""
+    return train(*parse(argv))
+
+
+def train(margs: ModelArguments, dargs: DataArguments, targs: TrainingArguments) -> int:
+    """One training run from the three argument dataclasses (what `voco train` parses its flags
+    into); the demos call this directly."""
     from transformers import set_seed
 
     from .data import REASONS, VoCoDataCollator, VoCoInstructionDataset
 
-    margs, dargs, targs = parse(argv)
     main_process = targs.process_index == 0
     template = VERSIONS.get(margs.version)
     if template is None:
