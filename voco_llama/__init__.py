@@ -1,6 +1,6 @@
 """VoCo-LLaMA vision compression for LLaVA-style models on Hugging Face transformers."""
 
-from .core.attention import label_tokens, position_ids, voco_attention_mask
+from .core.attention import label_tokens, layout_positions, voco_attention_mask
 from .core.cache import VoCoCache
 from .core.modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
 from .core.pipeline import VoCoPipeline
@@ -11,6 +11,6 @@ __all__ = [
     "VoCoLlavaForConditionalGeneration",
     "VoCoPipeline",
     "label_tokens",
-    "position_ids",
+    "layout_positions",
     "voco_attention_mask",
 ]

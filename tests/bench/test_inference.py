@@ -39,9 +39,12 @@ def test_three_ways_give_the_same_first_token(small, frames):
     full = bench.build_full_cache(model, batch, pixels)
     calls = bench.answerers(model, batch, pixels, full, cache)
     firsts = {m: bench.answer_once(model, call, 0)[2][0] for m, call in calls.items()}
-    for mode in ("b", "c"):
-        assert torch.allclose(firsts[mode], firsts["a"], atol=1e-4), (mode, (firsts[mode] - firsts["a"]).abs().max())
-        assert int(firsts[mode].argmax()) == int(firsts["a"].argmax())
+    for mode in ("full_cache", "voco_cache"):
+        assert torch.allclose(firsts[mode], firsts["no_cache"], atol=1e-4), (
+            mode,
+            (firsts[mode] - firsts["no_cache"]).abs().max(),
+        )
+        assert int(firsts[mode].argmax()) == int(firsts["no_cache"].argmax())
 
 
 def test_repeated_frames_reuse_rerotated_keys_exactly(small):
@@ -50,7 +53,7 @@ def test_repeated_frames_reuse_rerotated_keys_exactly(small):
     pixels = bench.example_pixels(model.config, 3)  # identical frames: groups 2, 3 re-rotate group 1
     full = bench.build_full_cache(model, batch, pixels)
     calls = bench.answerers(model, batch, pixels, full, None)
-    a, b = (bench.answer_once(model, calls[m], 2)[2][0] for m in ("a", "b"))
+    a, b = (bench.answer_once(model, calls[m], 2)[2][0] for m in ("no_cache", "full_cache"))
     assert torch.allclose(a, b, atol=1e-4)
 
 
@@ -80,7 +83,7 @@ def test_flops_voco_below_full_caching_below_no_cache(small):
     pixels = bench.example_pixels(model.config)
     calls = bench.answerers(model, batch, pixels, bench.build_full_cache(model, batch, pixels), model.compress(pixels))
     flops = {m: bench.count_flops(call) for m, call in calls.items()}
-    assert 0 < flops["c"] < flops["b"] < flops["a"]
+    assert 0 < flops["voco_cache"] < flops["full_cache"] < flops["no_cache"]
 
 
 def test_quick_cli_writes_json_markdown_and_plots(tmp_path, capsys):
@@ -106,7 +109,7 @@ def test_quick_cli_writes_json_markdown_and_plots(tmp_path, capsys):
         "runtime_s",
     ):
         assert key in result, key
-    assert set(result["table7"]) == {"a", "b", "c", "floor"}
+    assert set(result["table7"]) == {"no_cache", "full_cache", "voco_cache", "floor"}
     for row in result["table7"].values():
         for key in (
             "tokens_cached",
@@ -118,11 +121,13 @@ def test_quick_cli_writes_json_markdown_and_plots(tmp_path, capsys):
             "peak_alloc_bytes",
         ):
             assert key in row, key
-    assert result["table7"]["c"]["tokens_cached"] == 1 and result["table7"]["b"]["tokens_cached"] == 577
+    assert (
+        result["table7"]["voco_cache"]["tokens_cached"] == 1 and result["table7"]["full_cache"]["tokens_cached"] == 577
+    )
     assert [g["passed"] for g in result["goals"]][0] is True
     assert [r["k"] for r in result["sweep_k"]] == [1, 4] and [r["frames"] for r in result["sweep_frames"]] == [1, 2]
-    assert result["agreement"]["max_abs_logit_diff_c_vs_a"] < 1e-4
-    assert result["agreement"]["max_abs_logit_diff_b_vs_a"] < 1e-4
+    assert result["agreement"]["max_abs_logit_diff_voco_cache_vs_no_cache"] < 1e-4
+    assert result["agreement"]["max_abs_logit_diff_full_cache_vs_no_cache"] < 1e-4
     markdown = (out / "bench.md").read_text()
     assert "| VoCo caching | 1 |" in markdown and "## Sweep: K" in markdown and "## Sweep: images" in markdown
     for name in result["plots"]:

@@ -2,7 +2,7 @@
 
 import torch
 
-from voco_llama.core.attention import label_tokens, position_ids, voco_attention_mask
+from voco_llama.core.attention import label_tokens, layout_positions, voco_attention_mask
 
 IMG, VOC, PAD = 4, 5, 0
 # BOS, ctx, [V V V C C], ctx, [V V V C C], ctx ctx   (17 tokens, 2 of left padding)
@@ -60,9 +60,9 @@ def test_float_mask_for_eager_matches_bool():
 
 def test_positions_natural_and_compact():
     labels = labels_of([ROW])
-    assert position_ids(labels, "natural")[0].tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    assert layout_positions(labels, "natural")[0].tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     # compact: context/VoCo numbered without vision; a group's vision tokens sit just before its VoCo
-    assert position_ids(labels, "compact")[0].tolist() == [0, 0, 0, 1, -1, 0, 1, 2, 3, 4, 2, 3, 4, 5, 6, 7, 8]
+    assert layout_positions(labels, "compact")[0].tolist() == [0, 0, 0, 1, -1, 0, 1, 2, 3, 4, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_right_and_left_padding_and_no_image_rows_agree():
@@ -71,7 +71,7 @@ def test_right_and_left_padding_and_no_image_rows_agree():
     left = labels_of([ROW, [PAD] * 11 + [7, 8] + text_only])
     right = labels_of([body + [PAD, PAD], [7, 8] + text_only + [PAD] * 11])
     for layout in ("natural", "compact"):
-        pl, pr = position_ids(left, layout), position_ids(right, layout)
+        pl, pr = layout_positions(left, layout), layout_positions(right, layout)
         assert torch.equal(pl[0, 2:], pr[0, :15]) and torch.equal(pl[1, 11:], pr[1, :6])
     ml, mr = voco_attention_mask(left, left)[:, 0], voco_attention_mask(right, right)[:, 0]
     assert torch.equal(ml[0, 2:, 2:], mr[0, :15, :15]) and torch.equal(ml[1, 11:, 11:], mr[1, :6, :6])

@@ -63,11 +63,11 @@ def test_per_frame_caches_equal_one_masked_pass_over_all_frames(num_voco):
     assert (logits - reference).abs().max() < 1e-4
     labels = model.labels_for(enc["input_ids"], enc["attention_mask"])
     compact = model.layout_for("voco")
-    from voco_llama.core.attention import position_ids
+    from voco_llama.core.attention import layout_positions
 
     text_tokens = int((labels.kind == 0).sum())
-    assert int(position_ids(labels, compact).max()) + 1 == text_tokens + 8 * num_voco  # F*K positions
-    assert int(position_ids(labels, "natural").max()) + 1 == text_tokens + 8 * (16 + num_voco)
+    assert int(layout_positions(labels, compact).max()) + 1 == text_tokens + 8 * num_voco  # F*K positions
+    assert int(layout_positions(labels, "natural").max()) + 1 == text_tokens + 8 * (16 + num_voco)
 
 
 def test_cli_video_compress_and_ask(tmp_path, capsys):

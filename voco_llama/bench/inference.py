@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,8 +58,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import DynamicCache, LlamaConfig
 
-from ..core.attention import CONTEXT, VISION, TokenLabels
-from ..core.attention import position_ids as layout_positions
+from ..core.attention import CONTEXT, VISION, TokenLabels, layout_positions
 from ..core.cache import kv_bytes
 from ..core.presets import Preset, build_model, load_bundle
 from ..core.processing import encode_prompts, question_prompt
@@ -68,11 +66,11 @@ from ..core.processing import encode_prompts, question_prompt
 # LLaVA-1.5's short-answer evaluation prompt (GQA / VQAv2 style).
 QUESTION = "What color is the car on the left?\nAnswer the question using a single word or phrase."
 RULE = "voco"
-MODES = ("a", "b", "c")
+MODES = ("no_cache", "full_cache", "voco_cache")
 MODE_NAMES = {
-    "a": "no cache (full sequence each time)",
-    "b": "full caching (vision + VoCo K/V)",
-    "c": "VoCo caching",
+    "no_cache": "no cache (full sequence each time)",
+    "full_cache": "full caching (vision + VoCo K/V)",
+    "voco_cache": "VoCo caching",
     "floor": "text-only floor (same text, no image)",
 }
 
@@ -202,15 +200,6 @@ class FullCache:
         return path
 
 
-def _rerotate(model, keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Keys rotated at positions p, re-rotated to p + delta (RoPE composes), as VoCo caches are placed."""
-    rotary = model.text_model.rotary_emb
-    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), delta[None])
-    scale = getattr(rotary, "attention_scaling", 1.0)
-    rotate = sys.modules[type(model.text_model).__module__].apply_rotary_pos_emb
-    return rotate(keys.float(), keys.float(), cos / scale, sin / scale)[1].to(keys.dtype)
-
-
 @torch.no_grad()
 def build_full_cache(model, batch, pixel_values) -> FullCache:
     """Pass 1 of (b): each image group [N vision, K VoCo] run alone at its place in the prompt (under
@@ -227,7 +216,7 @@ def build_full_cache(model, batch, pixel_values) -> FullCache:
         label_parts.append(group)
         if first is not None and torch.equal(pixel_values[g - 1], pixel_values[0]):
             delta = group_positions[0] - first[0]
-            kv = [(_rerotate(model, k, delta), v) for k, v in first[1]]
+            kv = [(model.rerotate_keys(k, delta[None]), v) for k, v in first[1]]
         else:
             features = torch.stack(model.get_image_features(pixel_values=pixel_values[g - 1 : g]).pooler_output)
             embeds = model.get_input_embeddings()(ids.gather(1, index)).clone()
@@ -259,18 +248,7 @@ def prefill_full_cache(model, batch, full: FullCache):
     ids = batch["input_ids"]
     labels = model.labels_for(ids, batch["attention_mask"])
     positions = layout_positions(labels, model.layout_for(RULE))
-    index = _context_index(labels)
-    query = labels.select(index, torch.ones_like(index, dtype=torch.bool))
-    key = TokenLabels.cat(full.labels, query)
-    q_positions = positions.gather(1, index)
-    out = model.text_model(
-        inputs_embeds=model.get_input_embeddings()(ids.gather(1, index)),
-        attention_mask=model.attention_mask_for(query, key, RULE),
-        position_ids=q_positions,
-        past_key_values=DynamicCache(ddp_cache_data=full.layers),  # update() concatenates: cache untouched
-        use_cache=True,
-    )
-    return model.lm_head(out.last_hidden_state), query, key, out.past_key_values, q_positions
+    return model.prefill_context(ids, labels, positions, full.labels, full.layers, RULE)
 
 
 def text_only_batch(batch, labels: TokenLabels):
@@ -283,11 +261,11 @@ def answerers(model, batch, pixels, full: FullCache | None, cache):
     """mode -> a zero-argument call that runs the answering prefill (what TTFT and FLOPs measure)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     calls = {}
-    calls["a"] = lambda: model.prefill(ids, mask, pixel_values=pixels, rule=RULE)
+    calls["no_cache"] = lambda: model.prefill(ids, mask, pixel_values=pixels, rule=RULE)
     if full is not None:
-        calls["b"] = lambda: prefill_full_cache(model, batch, full)
+        calls["full_cache"] = lambda: prefill_full_cache(model, batch, full)
     if cache is not None:
-        calls["c"] = lambda: model.prefill(ids, mask, cache=cache)
+        calls["voco_cache"] = lambda: model.prefill(ids, mask, cache=cache)
     return calls
 
 
@@ -439,8 +417,8 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
     firsts = {m: answer_once(model, call, 0)[2][0].float() for m, call in calls.items()}
     result["agreement"] = {
         "first_token": {m: int(firsts[m].argmax()) for m in MODES},
-        "max_abs_logit_diff_b_vs_a": float((firsts["b"] - firsts["a"]).abs().max()),
-        "max_abs_logit_diff_c_vs_a": float((firsts["c"] - firsts["a"]).abs().max()),
+        "max_abs_logit_diff_full_cache_vs_no_cache": float((firsts["full_cache"] - firsts["no_cache"]).abs().max()),
+        "max_abs_logit_diff_voco_cache_vs_no_cache": float((firsts["voco_cache"] - firsts["no_cache"]).abs().max()),
     }
 
     total = (settings.warmup + settings.repeats) * len(calls)
@@ -450,19 +428,19 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
     c_file = cache.save(out / "voco_cache.safetensors")
     query_tokens = int(floor_batch["input_ids"].shape[1])
     rows = {
-        "a": {
+        "no_cache": {
             "tokens_cached": 0,
             "cache_bytes": 0,
             "disk_bytes": 0,
             "tokens_computed": int(batch["input_ids"].shape[1]),
         },
-        "b": {
+        "full_cache": {
             "tokens_cached": full.num_tokens,
             "cache_bytes": full.nbytes,
             "disk_bytes": b_file.stat().st_size,
             "tokens_computed": query_tokens,
         },
-        "c": {
+        "voco_cache": {
             "tokens_cached": cache.num_voco * cache.num_groups,
             "cache_bytes": cache.nbytes,
             "disk_bytes": c_file.stat().st_size,
@@ -474,23 +452,25 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
         rows[mode].update(
             timing[mode], flops=count_flops(call), peak_alloc_bytes=peak_alloc_bytes(call), name=MODE_NAMES[mode]
         )
-    ref = rows["a"]
-    for mode in ("b", "c", "floor"):
+    ref = rows["no_cache"]
+    for mode in ("full_cache", "voco_cache", "floor"):
         rows[mode]["ttft_change_pct"] = _pct(rows[mode]["ttft"]["median_ms"], ref["ttft"]["median_ms"])
         rows[mode]["flops_change_pct"] = _pct(rows[mode]["flops"], ref["flops"])
-    rows["c"]["storage_change_pct"] = _pct(rows["c"]["cache_bytes"], rows["b"]["cache_bytes"])
+    rows["voco_cache"]["storage_change_pct"] = _pct(
+        rows["voco_cache"]["cache_bytes"], rows["full_cache"]["cache_bytes"]
+    )
     result["table7"] = rows
     result["kv_bytes_formula"] = {
-        "b": kv_bytes(config, full.num_tokens, bytes_per_value),
-        "c": kv_bytes(config, cache.num_voco, bytes_per_value),
+        "full_cache": kv_bytes(config, full.num_tokens, bytes_per_value),
+        "voco_cache": kv_bytes(config, cache.num_voco, bytes_per_value),
         "576_vision_tokens": kv_bytes(config, n, bytes_per_value),
     }
 
     # -- goals ------------------------------------------------------------------------------------
     k1 = cache if k == 1 else model.compress(pixels, num_voco=1)  # the goal is stated at K=1
     storage_reduction = 1 - k1.nbytes / kv_bytes(config, n, bytes_per_value)
-    ttft_vs_a = rows["c"]["ttft"]["median_ms"] / ref["ttft"]["median_ms"]
-    ttft_vs_floor = rows["c"]["ttft"]["median_ms"] / rows["floor"]["ttft"]["median_ms"]
+    ttft_vs_no_cache = rows["voco_cache"]["ttft"]["median_ms"] / ref["ttft"]["median_ms"]
+    ttft_vs_floor = rows["voco_cache"]["ttft"]["median_ms"] / rows["floor"]["ttft"]["median_ms"]
     result["goals"] = [
         {
             "goal": f"storage reduction at K=1 of {n} >= 99.8%",
@@ -500,17 +480,18 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
         },
         {
             "goal": "VoCo TTFT <= 10% of no-cache TTFT",
-            "measured": ttft_vs_a,
-            "passed": ttft_vs_a <= 0.10,
-            "text": f"{ttft_vs_a:.1%} ({rows['c']['ttft']['median_ms']:.2f} / {ref['ttft']['median_ms']:.2f} ms; "
-            f"FLOPs ratio {rows['c']['flops'] / ref['flops']:.1%}, text-only floor / no cache "
+            "measured": ttft_vs_no_cache,
+            "passed": ttft_vs_no_cache <= 0.10,
+            "text": f"{ttft_vs_no_cache:.1%} ({rows['voco_cache']['ttft']['median_ms']:.2f} / "
+            f"{ref['ttft']['median_ms']:.2f} ms; "
+            f"FLOPs ratio {rows['voco_cache']['flops'] / ref['flops']:.1%}, text-only floor / no cache "
             f"{rows['floor']['ttft']['median_ms'] / ref['ttft']['median_ms']:.1%})",
         },
         {
             "goal": "VoCo TTFT <= 1.2x text-only floor",
             "measured": ttft_vs_floor,
             "passed": ttft_vs_floor <= 1.2,
-            "text": f"{ttft_vs_floor:.2f}x ({rows['c']['ttft']['median_ms']:.2f} / "
+            "text": f"{ttft_vs_floor:.2f}x ({rows['voco_cache']['ttft']['median_ms']:.2f} / "
             f"{rows['floor']['ttft']['median_ms']:.2f} ms)",
         },
     ]
@@ -521,8 +502,8 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
     for num_voco in tqdm(settings.ks, desc="sweep K", leave=False):
         k_batch = encode(tokenizer, config, num_voco=num_voco)
         k_cache = cache if num_voco == k else model.compress(pixels, num_voco=num_voco)
-        k_calls = {"c": answerers(model, k_batch, pixels, None, k_cache)["c"]}
-        k_time = time_modes(model, k_calls, settings.sweep_repeats, 1, 0)["c"]
+        k_calls = {"voco_cache": answerers(model, k_batch, pixels, None, k_cache)["voco_cache"]}
+        k_time = time_modes(model, k_calls, settings.sweep_repeats, 1, 0)["voco_cache"]
         path = k_cache.save(out / f"voco_cache_k{num_voco}.safetensors")
         sweep_k.append(
             {
@@ -530,7 +511,7 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
                 "cache_bytes": k_cache.nbytes,
                 "disk_bytes": path.stat().st_size,
                 "ttft_ms": k_time["ttft"]["median_ms"],
-                "flops": count_flops(k_calls["c"]),
+                "flops": count_flops(k_calls["voco_cache"]),
                 "storage_vs_vision_pct": 100 * k_cache.nbytes / kv_bytes(config, n, bytes_per_value),
             }
         )
@@ -544,7 +525,7 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
         f_batch = encode(tokenizer, config, num_images=frames)
         f_pixels = example_pixels(config, frames)
         f_cache = type(cache).cat([cache] * frames)  # the same image F times: identical K/V per frame
-        f_full = build_full_cache(model, f_batch, f_pixels) if "b" not in stopped else None
+        f_full = build_full_cache(model, f_batch, f_pixels) if "full_cache" not in stopped else None
         f_calls = answerers(model, f_batch, f_pixels, f_full, f_cache)
         for mode in sorted(stopped):
             f_calls.pop(mode, None)
@@ -552,8 +533,8 @@ def run_bench(model, tokenizer, settings: Settings, out: Path, model_name: str =
         f_time = time_modes(model, f_calls, settings.sweep_repeats, 1, 0)
         row = {
             "frames": frames,
-            "c_cache_bytes": f_cache.nbytes,
-            "b_cache_bytes": kv_bytes(config, frames * (n + k), bytes_per_value),
+            "voco_cache_bytes": f_cache.nbytes,
+            "full_cache_bytes": kv_bytes(config, frames * (n + k), bytes_per_value),
         }
         for mode, t in f_time.items():
             row[f"{mode}_ttft_ms"] = t["ttft"]["median_ms"]
@@ -595,16 +576,16 @@ def table7_markdown(result: dict) -> list[str]:
         "| FLOPs (answering prefill) | peak alloc |",
         "|---|---|---|---|---|---|---|",
     ]
-    for mode in ("a", "b", "c", "floor"):
+    for mode in ("no_cache", "full_cache", "voco_cache", "floor"):
         r = rows[mode]
         t = r["ttft"]
-        cached = "-" if mode in ("a", "floor") else str(r["tokens_cached"])
-        storage = "-" if mode in ("a", "floor") else f"{_mb(r['cache_bytes'])} / {_mb(r['disk_bytes'])}"
-        if mode == "c":
+        cached = "-" if mode in ("no_cache", "floor") else str(r["tokens_cached"])
+        storage = "-" if mode in ("no_cache", "floor") else f"{_mb(r['cache_bytes'])} / {_mb(r['disk_bytes'])}"
+        if mode == "voco_cache":
             storage += f" ({r['storage_change_pct']:+.1f}% vs b)"
         time_ = f"{t['median_ms']:.2f} ms [{t['q1_ms']:.2f}-{t['q3_ms']:.2f}] min {t['min_ms']:.2f}"
         flops = _flops(r["flops"])
-        if mode != "a":
+        if mode != "no_cache":
             time_ += f" ({r['ttft_change_pct']:+.1f}%)"
             flops += f" ({r['flops_change_pct']:+.1f}%)"
         decode = f"{r['decode_per_token']['median_ms']:.2f} ms" if r["decode_per_token"] else "-"
@@ -628,8 +609,9 @@ def render_markdown(result: dict) -> str:
         "",
         *table7_markdown(result),
         "",
-        f"Same model, same rule: first token {agree['first_token']}, max |logit diff| b vs a "
-        f"{agree['max_abs_logit_diff_b_vs_a']:.1e}, c vs a {agree['max_abs_logit_diff_c_vs_a']:.1e}.",
+        f"Same model, same rule: first token {agree['first_token']}, max |logit diff| (b) vs (a) "
+        f"{agree['max_abs_logit_diff_full_cache_vs_no_cache']:.1e}, (c) vs (a) "
+        f"{agree['max_abs_logit_diff_voco_cache_vs_no_cache']:.1e}.",
         "",
         "## Goals",
         "",
@@ -659,8 +641,8 @@ def render_markdown(result: dict) -> str:
     for r in result["sweep_frames"]:
         cell = lambda m, r=r: f"{r[m + '_ttft_ms']:.2f} ms" if m + "_ttft_ms" in r else "skipped"
         lines.append(
-            f"| {r['frames']} | {_mb(r['b_cache_bytes'])} | {_mb(r['c_cache_bytes'])} | {cell('a')} | "
-            f"{cell('b')} | {cell('c')} |"
+            f"| {r['frames']} | {_mb(r['full_cache_bytes'])} | {_mb(r['voco_cache_bytes'])} | {cell('no_cache')} | "
+            f"{cell('full_cache')} | {cell('voco_cache')} |"
         )
     lines += ["", result["sweep_frames_note"] + "."]
     first_skipped = {}
@@ -684,10 +666,10 @@ def plot(result: dict, out: Path) -> list[Path]:
     rows = result["table7"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(ks, [r["cache_bytes"] / 1e6 for r in result["sweep_k"]], "o-", label="(c) VoCo cache")
-    left.axhline(rows["b"]["cache_bytes"] / 1e6, color="gray", ls="--", label="(b) full cache")
+    left.axhline(rows["full_cache"]["cache_bytes"] / 1e6, color="gray", ls="--", label="(b) full cache")
     left.set(xscale="log", yscale="log", xlabel="K VoCo tokens", ylabel="cache MB", title="storage vs K")
     right.plot(ks, [r["ttft_ms"] for r in result["sweep_k"]], "o-", label="(c) VoCo caching")
-    for mode, style in (("a", ":"), ("b", "--"), ("floor", "-.")):
+    for mode, style in (("no_cache", ":"), ("full_cache", "--"), ("floor", "-.")):
         right.axhline(rows[mode]["ttft"]["median_ms"], color="gray", ls=style, label=MODE_NAMES[mode])
     right.set(xscale="log", yscale="log", xlabel="K VoCo tokens", ylabel="TTFT ms", title="time to first token vs K")
     for ax in (left, right):
@@ -700,10 +682,10 @@ def plot(result: dict, out: Path) -> list[Path]:
     frames = result["sweep_frames"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     f = [r["frames"] for r in frames]
-    left.plot(f, [r["b_cache_bytes"] / 1e6 for r in frames], "o-", label="(b) full cache")
-    left.plot(f, [r["c_cache_bytes"] / 1e6 for r in frames], "o-", label="(c) VoCo cache")
+    left.plot(f, [r["full_cache_bytes"] / 1e6 for r in frames], "o-", label="(b) full cache")
+    left.plot(f, [r["voco_cache_bytes"] / 1e6 for r in frames], "o-", label="(c) VoCo cache")
     left.set(xscale="log", yscale="log", xlabel="images / frames", ylabel="cache MB", title="storage vs frames")
-    for mode in ("a", "b", "c"):
+    for mode in ("no_cache", "full_cache", "voco_cache"):
         pts = [(r["frames"], r[f"{mode}_ttft_ms"]) for r in frames if f"{mode}_ttft_ms" in r]
         if pts:
             right.plot(*zip(*pts), "o-", label=MODE_NAMES[mode])

@@ -3,7 +3,7 @@
 Every token gets a label: its kind (context, vision or VoCo), its compression group (image or
 video frame i is group i: its vision tokens V_i followed by its K VoCo tokens C_i; 0 for context),
 whether it is real (not padding) and its order in the conceptual sequence. From the labels of the
-queries and of the keys, `voco_attention_mask` builds the mask and `position_ids` the positions.
+queries and of the keys, `voco_attention_mask` builds the mask and `layout_positions` the positions.
 
 Training (one masked pass over everything), compression (a group run on its own) and answering
 from caches (context tokens against cached VoCo keys) all call the same two functions, so the rule
@@ -99,7 +99,7 @@ def voco_attention_mask(
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def position_ids(labels: TokenLabels, layout: str = "compact") -> torch.Tensor:
+def layout_positions(labels: TokenLabels, layout: str = "compact") -> torch.Tensor:
     """Positions [batch, length] of a whole conceptual sequence (padding may be on either side).
 
     natural: a token's position is its index among the real tokens.

@@ -35,8 +35,7 @@ from transformers import (
 from transformers import initialization as hf_init
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
-from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, voco_attention_mask
-from .attention import position_ids as layout_positions
+from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, layout_positions, voco_attention_mask
 from .cache import VoCoCache
 from .errors import InputError
 
@@ -264,19 +263,21 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         flat = torch.where(valid, first_group[:, None] * cache.num_voco + rank, 0)  # into [groups*K]
         source_positions = torch.tensor(cache.positions, device=self.device).repeat(cache.num_groups)
         delta = positions.gather(1, index) - source_positions[flat]
-        cos, sin = self.text_model.rotary_emb(self._dummy(), delta)
-        scale = getattr(self.text_model.rotary_emb, "attention_scaling", 1.0)
-        rotate = sys.modules[type(self.text_model).__module__].apply_rotary_pos_emb
         layers = []
         for k, v in zip(cache.keys, cache.values):
             k, v = (t.to(self.device).transpose(0, 1).flatten(1, 2)[:, flat].transpose(0, 1) for t in (k, v))
-            k_float = k.float()
-            _, k_rot = rotate(k_float, k_float, cos.float() / scale, sin.float() / scale)
-            layers.append((k_rot.to(self.dtype), v.to(self.dtype)))
+            layers.append((self.rerotate_keys(k, delta).to(self.dtype), v.to(self.dtype)))
         return voco_labels, layers
 
-    def _dummy(self) -> torch.Tensor:
-        return torch.zeros(1, device=self.device, dtype=torch.float32)
+    def rerotate_keys(self, keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Keys [B, heads, T, d] rotated at positions p, re-rotated to p + delta [B, T]. Exact
+        because RoPE rotations compose and an isolated group is translation invariant."""
+        rotary = self.text_model.rotary_emb
+        cos, sin = rotary(torch.zeros(1, device=keys.device, dtype=torch.float32), delta)
+        scale = getattr(rotary, "attention_scaling", 1.0)  # applied once, when the keys were made
+        rotate = sys.modules[type(self.text_model).__module__].apply_rotary_pos_emb
+        exact = keys.float()
+        return rotate(exact, exact, cos.float() / scale, sin.float() / scale)[1].to(keys.dtype)
 
     def prefill(self, input_ids, attention_mask=None, pixel_values=None, cache: VoCoCache | None = None, rule=None):
         """Run the prompt. Returns (logits [B, Q, V] for the query tokens, query labels, key labels,
@@ -299,17 +300,21 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             return out.logits, labels, labels, out.past_key_values, positions
         if rule == "causal":
             raise ValueError("a VoCo cache is only valid under the VoCo rule")
-        voco_labels, layers = self._place_cache(labels, positions, cache)
+        return self.prefill_context(input_ids, labels, positions, *self._place_cache(labels, positions, cache), rule)
+
+    def prefill_context(self, input_ids, labels: TokenLabels, positions, cached: TokenLabels, layers, rule: str):
+        """Pass 2 against K/V computed before: the prompt's context tokens attend, under `rule`,
+        to the cached tokens (`cached` labels, per-layer (keys, values) already at their prompt
+        positions) and causally to each other. Returns what `prefill` returns."""
         index, valid = _pack((labels.kind == CONTEXT) & labels.valid)
         query = labels.select(index, valid)
-        key = TokenLabels.cat(voco_labels, query)
-        past = DynamicCache(ddp_cache_data=layers)
+        key = TokenLabels.cat(cached, query)
         q_positions = positions.gather(1, index)
         out = self.text_model(
             inputs_embeds=self.get_input_embeddings()(input_ids.gather(1, index)),
             attention_mask=self.attention_mask_for(query, key, rule),
             position_ids=q_positions,
-            past_key_values=past,
+            past_key_values=DynamicCache(ddp_cache_data=layers),  # update() concatenates: the cache stays
             use_cache=True,
         )
         return self.lm_head(out.last_hidden_state), query, key, out.past_key_values, q_positions

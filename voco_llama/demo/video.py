@@ -244,8 +244,7 @@ def _evaluate(
 def prompt_positions(pipe, question: str, frames: int, rule: str) -> tuple[int, int]:
     """(text tokens, positions used) of the prompt `ask` builds for `frames` frames, in the layout
     the model uses under `rule` (VoCo: compact; causal: natural)."""
-    from ..core.attention import CONTEXT
-    from ..core.attention import position_ids as layout_positions
+    from ..core.attention import CONTEXT, layout_positions
     from ..core.processing import encode_prompts, question_prompt
 
     prompt = question_prompt(question, pipe.template, frames)
