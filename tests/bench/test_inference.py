@@ -13,7 +13,7 @@ from voco_llama.bench import inference as bench
 @pytest.fixture(scope="module")
 def small():
     """LLaVA-1.5's 576-token geometry at a tiny width: the paths' costs keep their order."""
-    model, tokenizer, _ = bench.build_model(bench.geometry_preset(hidden=64, layers=2))
+    model, tokenizer, _ = bench.build_model(bench.llava15_geometry(hidden=64, layers=2))
     return model, tokenizer
 
 

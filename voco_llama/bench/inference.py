@@ -60,7 +60,7 @@ from transformers import DynamicCache, LlamaConfig
 
 from ..core.attention import CONTEXT, VISION, TokenLabels, layout_positions
 from ..core.cache import kv_bytes
-from ..core.presets import Preset, build_model, load_bundle
+from ..core.presets import build_model, llava15_geometry, load_bundle
 from ..core.processing import encode_prompts, question_prompt
 
 # LLaVA-1.5's short-answer evaluation prompt (GQA / VQAv2 style).
@@ -78,26 +78,6 @@ MODE_NAMES = {
 # ---- the model ------------------------------------------------------------------------------------
 
 
-def geometry_preset(hidden: int = 512, layers: int = 4) -> Preset:
-    """LLaVA-1.5's shape where it matters for cost ratios, at CPU width and depth."""
-    heads = max(1, hidden // 64)
-    return Preset(
-        "llava15-geometry",
-        vision="clip",
-        image_size=336,  # CLIP ViT-L/14-336: 24 x 24 = 576 patch tokens
-        patch_size=14,
-        vision_hidden=max(16, hidden // 4),  # ViT-L is ~4.5% of Vicuna-7B's parameters; this is ~6%
-        vision_layers=layers,
-        hidden=hidden,
-        layers=layers,
-        heads=heads,
-        kv_heads=heads,  # LLaMA-7B is MHA: 32 KV heads
-        intermediate=int(hidden * 11008 / 4096),
-        vocab_size=512,
-        num_voco=1,
-    )
-
-
 def load_model(args):
     if args.model:
         model, tokenizer, _ = load_bundle(args.model)
@@ -105,7 +85,7 @@ def load_model(args):
     if args.preset != "llava15-geometry":
         model, tokenizer, _ = build_model(args.preset)
         return model, tokenizer, args.preset
-    model, tokenizer, _ = build_model(geometry_preset(args.hidden, args.layers))
+    model, tokenizer, _ = build_model(llava15_geometry(args.hidden, args.layers))
     return model, tokenizer, f"llava15-geometry (hidden {args.hidden}, {args.layers} layers, random weights)"
 
 

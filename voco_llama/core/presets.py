@@ -43,9 +43,31 @@ class Preset:
     init_std: float | None = None
 
 
+def llava15_geometry(hidden: int = 512, layers: int = 4) -> Preset:
+    """LLaVA-1.5's shape where it matters for cost ratios (576 vision tokens, MHA, LLaMA's MLP ratio), at
+    CPU width and depth; what `voco bench` measures."""
+    heads = max(1, hidden // 64)
+    return Preset(
+        "llava15-geometry",
+        vision="clip",
+        image_size=336,  # CLIP ViT-L/14-336: 24 x 24 = 576 patch tokens
+        patch_size=14,
+        vision_hidden=max(16, hidden // 4),  # ViT-L is ~4.5% of Vicuna-7B's parameters; this is ~6%
+        vision_layers=layers,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        kv_heads=heads,  # LLaMA-7B is MHA: 32 KV heads
+        intermediate=int(hidden * 11008 / 4096),
+        vocab_size=512,
+        num_voco=1,
+    )
+
+
 PRESETS = {
     "tiny": Preset("tiny"),
     "tiny-siglip": Preset("tiny-siglip", vision="siglip"),
+    "llava15-geometry": llava15_geometry(),
 }
 
 # What a tiny tokenizer is trained on when no corpus is given: the templates and everyday words.
