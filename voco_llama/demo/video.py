@@ -1,4 +1,4 @@
-"""`voco demo --video`: VoCo per video frame (issue 7, section 3) at toy scale, continuing from the
+"""`voco demo --video`: VoCo per video frame (the paper's Table 8 setting) at toy scale, continuing from the
 image demo's models (`voco demo --preset P --out DIR`, run first if DIR/models/voco-k1 is missing).
 
 Stages, each reused on a re-run when its output exists (`--fresh` redoes the video stages -- needed
@@ -8,7 +8,7 @@ without --video redoes those):
                models were trained on (read from their config), plus one-frame copies of every clip
                holding only its middle frame (DIR/video/middle/), for the middle-frame row;
   2. finetune  `voco train` on one JSON mixing the moving world's video records with some of the
-               image world's records (issue 7 section 2), same data, steps and learning rate for
+               image world's records (so single-frame skills are kept), same data, steps and learning rate for
                every row, each continuing from its image-demo model with that model's own settings:
                VoCo K=1 (voco-k1), VoCo K=2 (voco-k2), Avg-pool (avg-pool) with F frames per clip,
                and the full-token model (base) given the middle frame only;
@@ -357,7 +357,8 @@ def _plot(path: Path, rows: list[dict]) -> None:
 
 
 def _goals(accuracy: dict, scaling: list[dict]) -> dict:
-    """The issue's goals, judged on VoCo K=1 (the setting that fits 256 frames); K=2's margins shown too."""
+    """The video goals (VoCo per frame beats one full frame, avg-pool per frame and text only),
+    judged on VoCo K=1 (the setting that fits 256 frames); K=2's margins shown too."""
     baselines = ("Middle frame (full tokens)", "Avg-pool per frame")
     margins = {
         voco: {b: accuracy[voco]["accuracy"] - accuracy[b]["accuracy"] for b in baselines}
