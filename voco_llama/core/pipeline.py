@@ -82,11 +82,33 @@ class VoCoPipeline:
             raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
         if route == "cache" and cache is None:
             cache = self.compress(images, num_voco=num_voco)
-        num_voco = cache.num_voco if cache is not None else num_voco
         groups = {"cache": cache.num_groups if cache is not None else 0, "none": 0}.get(route, len(images or []))
         per_question = groups // len(questions)
         # with a chat history, the images sit in its first turn
         prompts = [question_prompt(q, self.template, per_question, history) for q in questions]
+        answers = self.answer_prompts(
+            prompts, cache, images, route, num_voco, max_new_tokens, temperature, top_p, streamer
+        )
+        return answers[0] if single else answers
+
+    def answer_prompts(
+        self,
+        prompts: list[str],
+        cache: VoCoCache | None = None,
+        images: list | None = None,
+        route: str = "cache",
+        num_voco: int | None = None,
+        max_new_tokens: int | list[int] = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        streamer=None,
+    ) -> list[Answer]:
+        """Answers to rendered prompts whose `<image>` placeholders are already placed: one per
+        group of `cache` (route "cache") or per image (routes "masked", "full"), in prompt order.
+        `max_new_tokens` may be one limit per prompt, so requests with different limits share a
+        batch (`voco serve`): the batch runs to the largest and each answer stops at its own."""
+        limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
+        num_voco = cache.num_voco if cache is not None else num_voco
         batch = encode_prompts(prompts, self.tokenizer, self.model.config, num_voco=num_voco)
         pixel_values = self.pixels(images) if route in ("masked", "full") else None
         generation = self.model.generate(
@@ -95,7 +117,7 @@ class VoCoPipeline:
             pixel_values=pixel_values,
             cache=cache if route == "cache" else None,
             rule="causal" if route == "full" else "voco",
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max(limits),
             do_sample=temperature > 0,
             temperature=temperature,
             top_p=top_p,
@@ -104,8 +126,8 @@ class VoCoPipeline:
             streamer=streamer,
         )
         answers = []
-        for row, n in zip(generation.sequences.tolist(), generation.lengths.tolist()):
-            ids = row[:n]
+        for row, n, limit in zip(generation.sequences.tolist(), generation.lengths.tolist(), limits):
+            ids = row[: min(n, limit)]
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            answers.append(Answer(text, ids, generation.logprobs[len(answers), :n].tolist()))
-        return answers[0] if single else answers
+            answers.append(Answer(text, ids, generation.logprobs[len(answers), : len(ids)].tolist()))
+        return answers
