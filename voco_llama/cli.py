@@ -29,7 +29,7 @@ VERB_MODULES = (
     "train.finetune",
     "train.data",
     "eval.evaluate",
-    "eval.scoring",
+    "eval.score",
     "bench.inference",
     "bench.train",
     "demo.image",

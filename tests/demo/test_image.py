@@ -7,7 +7,8 @@ import pytest
 from voco_llama.cli import main
 from voco_llama.demo.image import learned_benchmarks
 from voco_llama.demo.toyworld import BENCHES, load_world
-from voco_llama.eval.scoring import retention, score
+from voco_llama.eval.retention import retention
+from voco_llama.eval.scorers import score
 
 
 @pytest.fixture(scope="module")

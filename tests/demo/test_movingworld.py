@@ -22,7 +22,7 @@ from voco_llama.demo.movingworld import (
     moving_world_texts,
 )
 from voco_llama.demo.toyworld import SHORT_ANSWER
-from voco_llama.eval.scoring import score
+from voco_llama.eval.scorers import score
 from voco_llama.train.data import VoCoInstructionDataset
 
 SIZE, FRAMES = 64, 16

@@ -21,7 +21,7 @@ from voco_llama.demo.movingworld import QUESTION_TYPES, load_moving_world
 from voco_llama.demo.toyworld import build_world_tokenizer, ensure_world
 from voco_llama.demo.video import CONTEXT_WINDOW, PRESETS
 from voco_llama.eval.evaluate import read_questions
-from voco_llama.eval.scoring import score
+from voco_llama.eval.scorers import score
 
 ANSWER_DIRS = {
     "VoCo K=1": "voco-k1",

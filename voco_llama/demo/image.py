@@ -35,7 +35,8 @@ from ..core.pipeline import VoCoPipeline
 from ..core.presets import build_model, save_bundle
 from ..core.processing import load_image, process_images
 from ..eval.evaluate import run_eval
-from ..eval.scoring import DISPLAY_NAMES, retention, score
+from ..eval.retention import retention
+from ..eval.scorers import DISPLAY_NAMES, score
 from .toyworld import (
     BACKGROUND_NAMES,
     BENCHES,

@@ -41,7 +41,7 @@ from ..core.errors import InputError
 from ..core.files import write_atomic, write_json_atomic
 from ..core.pipeline import VoCoPipeline
 from ..eval.evaluate import answered_ids, read_questions, run_eval
-from ..eval.scoring import score
+from ..eval.scorers import score
 from .image import train_stage
 from .movingworld import BENCH, QUESTION_TYPES, generate_moving_world, load_moving_world
 from .toyworld import load_world

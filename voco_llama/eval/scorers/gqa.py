@@ -1,0 +1,40 @@
+"""GQA, as LLaVA's ``convert_gqa_for_eval.py`` + GQA's ``eval.py``: exact match after
+``text.rstrip('.').lower()`` (no other normalisation).
+
+Keys: a generic key, or the questions JSON (``{question_id: {"answer": ...}}``, e.g.
+testdev_balanced_questions.json); the reporting category is ``types.structural``.
+"""
+
+from __future__ import annotations
+
+from ..answers import ScoringError, key_loader, load_answers, simple_key
+from .base import accuracy_summary, pair
+
+
+def gqa_prediction(text: str) -> str:
+    return text.rstrip(".").lower()
+
+
+def _gqa_records(data, path) -> list[dict]:
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and "answer" in v for v in data.values()):
+        raise ScoringError(f"{path}: expected GQA questions JSON ({{question_id: {{'answer': ...}}}})")
+    return [
+        {"id": str(qid), "answer": q["answer"], "category": (q.get("types") or {}).get("structural")}
+        for qid, q in data.items()
+    ]
+
+
+@key_loader("GQA answer key")
+def _gqa_key(path):
+    return simple_key(path, _gqa_records)
+
+
+def score_gqa(answers_path, annotation_path, *, extra_file=None, answered_only=False) -> dict:
+    if extra_file is not None:
+        raise ScoringError("gqa takes no extra file")
+    records, answer_key = _gqa_key(annotation_path)
+    pairs, counts = pair(
+        load_answers(answers_path), answers_path, records, answer_key, str(annotation_path), answered_only
+    )
+    # GQA golds are lower-case already; lower-casing them only matters for hand-made keys.
+    return accuracy_summary("gqa", pairs, counts, lambda r, text: gqa_prediction(text) == r["answer"].lower())
