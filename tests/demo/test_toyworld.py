@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from voco_llama.core.conversation import get_template
 from voco_llama.demo import toyworld as tw
 
 SA = "\nAnswer the question using a single word or phrase."
@@ -458,7 +459,7 @@ def test_world_tokenizer(world):
     texts = list(tw.world_texts(world.root))
     n_records = len(json.loads(world.train_json.read_text()))
     assert len(texts) == n_records + sum(len(read_bench(world, b)) for b in tw.BENCHES)
-    assert all(t.startswith(tw.SYSTEM_PROMPT + " USER: ") for t in texts)
+    assert all(t.startswith(get_template("vicuna_v1").system + " USER: ") for t in texts)
     assert texts[0].count("</s>") >= 1 and "<image>\n" in texts[0]
 
     tok = tw.build_world_tokenizer(world.root, vocab_size=1024)

@@ -16,10 +16,10 @@ from voco_llama.core.cache import kv_bytes
 from voco_llama.core.modeling import VoCoLlavaConfig
 from voco_llama.core.presets import build_model, save_bundle
 from voco_llama.core.processing import question_prompt
-from voco_llama.demo import image as image_demo
 from voco_llama.demo.movingworld import QUESTION_TYPES, load_moving_world
+from voco_llama.demo.presets import PRESETS
 from voco_llama.demo.toyworld import build_world_tokenizer, ensure_world
-from voco_llama.demo.video import CONTEXT_WINDOW, PRESETS
+from voco_llama.demo.video import CONTEXT_WINDOW
 from voco_llama.eval.evaluate import read_questions
 from voco_llama.eval.scorers import score
 
@@ -39,7 +39,7 @@ IMAGE_MODELS = {
 
 
 def _image_demo_layout(out):
-    smoke = image_demo.PRESETS["smoke"]
+    smoke = PRESETS["smoke"].image
     world = ensure_world(out / "world", seed=0, **smoke.world)
     tokenizer = build_world_tokenizer(world)
     for name, overrides in IMAGE_MODELS.items():
@@ -101,7 +101,7 @@ def test_middle_frame_row_sees_only_the_middle_frame(run):
 
 def test_scaling_numbers_follow_the_formulas(run):
     report = _report(run)
-    preset = PRESETS["smoke"]
+    preset = PRESETS["smoke"].video
     voco_dir, full_dir = run / "video" / "models" / "voco-k1", run / "video" / "models" / "middle-frame"
     voco_config, full_config = VoCoLlavaConfig.from_pretrained(voco_dir), VoCoLlavaConfig.from_pretrained(full_dir)
     k, n = voco_config.num_voco, full_config.num_vision_tokens

@@ -22,14 +22,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..core.cache import kv_bytes
-from ..core.errors import InputError
 from ..core.files import write_atomic, write_json_atomic
 from ..core.pipeline import VoCoPipeline
 from ..core.presets import build_model, save_bundle
@@ -37,6 +35,7 @@ from ..core.processing import load_image, process_images
 from ..eval.evaluate import run_eval
 from ..eval.retention import retention
 from ..eval.scorers import DISPLAY_NAMES, score
+from .presets import PRESETS, ImageDemo, get_preset
 from .toyworld import (
     BACKGROUND_NAMES,
     BENCHES,
@@ -46,84 +45,14 @@ from .toyworld import (
     load_world,
     patch_labels,
 )
+from .training import train_stage
 
-
-@dataclass(frozen=True)
-class DemoPreset:
-    name: str
-    world: dict = field(default_factory=dict)  # generate_world arguments
-    model: dict = field(default_factory=dict)  # build_model overrides
-    tower_steps: int = 300
-    base_steps: int = 400
-    finetune_steps: int = 120
-    batch_size: int = 32
-    finetune_batch_size: int = 32
-    tower_lr: float = 3e-3
-    base_lr: float = 1e-3
-    finetune_lr: float = 3e-4
-    ks: tuple[int, ...] = (1, 2, 4, 8, 16)
-    eval_batch_size: int = 48
-    max_new_tokens: int = 6
-
-
-# Wide and shallow: at this budget a 256-wide, 8-head LLM learns to look things up in the image where
-# a 128-wide, 4-head one stays at the text prior.
-_TOY_MODEL = dict(
-    image_size=48,
-    patch_size=8,
-    vision_hidden=64,
-    vision_layers=2,
-    hidden=256,
-    layers=2,
-    heads=8,
-    kv_heads=4,
-    intermediate=512,
-    init_std=0.08,
-)
-
-PRESETS = {
-    "demo": DemoPreset(
-        "demo",
-        world=dict(num_train_images=3000, num_eval_images=300, image_size=48, eval_questions=100),
-        model=_TOY_MODEL,
-        tower_steps=300,
-        base_steps=300,
-        finetune_steps=120,
-        finetune_batch_size=16,
-        finetune_lr=5e-4,
-    ),
-    # the same pipeline, plumbing only: seconds, not minutes
-    "smoke": DemoPreset(
-        "smoke",
-        world=dict(num_train_images=40, num_eval_images=12, image_size=32, eval_questions=8),
-        model=dict(
-            image_size=32,
-            patch_size=8,
-            vision_hidden=32,
-            vision_layers=1,
-            hidden=32,
-            layers=1,
-            heads=2,
-            kv_heads=1,
-            intermediate=64,
-        ),
-        tower_steps=3,
-        base_steps=3,
-        finetune_steps=2,
-        batch_size=8,
-        finetune_batch_size=8,
-        ks=(1, 2),
-        eval_batch_size=32,
-        max_new_tokens=3,
-    ),
-}
-
-# Table 1 rows: (name, fine-tune flags, eval mode). The Lower bound reuses the Upper-bound model.
+# Table 1 rows: (name, fine-tune ModelArguments, eval mode). The Lower bound reuses the Upper-bound model.
 METHODS = {
-    "Upper bound": (["--num_voco", "1", "--attention_rule", "causal"], "full"),
-    "VoCo K=1": (["--num_voco", "1", "--attention_rule", "voco"], "voco"),
-    "Avg-pool": (["--compressor", "avgpool"], "full"),
-    "Q-Former": (["--compressor", "qformer"], "full"),
+    "Upper bound": (dict(num_voco=1, attention_rule="causal"), "full"),
+    "VoCo K=1": (dict(num_voco=1, attention_rule="voco"), "voco"),
+    "Avg-pool": (dict(compressor="avgpool"), "full"),
+    "Q-Former": (dict(compressor="qformer"), "full"),
 }
 
 
@@ -150,7 +79,7 @@ class _TowerProbe(torch.nn.Module):
         return {"loss": loss}
 
 
-def _pretrain_tower(preset: DemoPreset, out: Path, world, model, image_processor) -> None:
+def _pretrain_tower(preset: ImageDemo, out: Path, world, model, image_processor) -> None:
     from transformers import Trainer, TrainingArguments
 
     vision = model.config.vision_config
@@ -183,76 +112,14 @@ def _pretrain_tower(preset: DemoPreset, out: Path, world, model, image_processor
     shutil.rmtree(out / "tower-run", ignore_errors=True)
 
 
-def train_stage(
-    out: Path,
-    start: Path,
-    data: Path,
-    image_folder: Path,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    flags: list[str],
-    model_max_length: int = 512,
-    seed: int = 0,
-) -> Path:
-    """One `voco train` run of the demos (cosine schedule, no checkpoints), skipped when `out` holds
-    a trained model already."""
-    from ..train.finetune import run
-
-    if (out / "config.json").is_file():
-        return out
-    run(
-        [
-            "--model_name_or_path",
-            str(start),
-            "--version",
-            "v1",
-            "--data_path",
-            str(data),
-            "--image_folder",
-            str(image_folder),
-            "--output_dir",
-            str(out),
-            "--max_steps",
-            str(steps),
-            "--per_device_train_batch_size",
-            str(batch_size),
-            "--learning_rate",
-            str(lr),
-            "--lr_scheduler_type",
-            "cosine",
-            "--warmup_ratio",
-            "0.03",
-            "--weight_decay",
-            "0",
-            "--logging_steps",
-            str(max(1, steps // 8)),
-            "--save_strategy",
-            "no",
-            "--report_to",
-            "none",
-            "--dataloader_num_workers",
-            "0",
-            "--model_max_length",
-            str(model_max_length),
-            "--seed",
-            str(seed),
-            "--image_aspect_ratio",
-            "pad",
-            *flags,
-        ]
-    )
-    return out
-
-
 def _train(
-    preset: DemoPreset,
+    preset: ImageDemo,
     out: Path,
     start: Path,
     world,
     steps: int,
     lr: float,
-    flags: list[str],
+    model: dict,
     batch_size: int | None = None,
 ) -> Path:
     return train_stage(
@@ -263,11 +130,12 @@ def _train(
         steps,
         batch_size or preset.batch_size,
         lr,
-        ["--group_by_modality_length", "True", *flags],
+        model,
+        group_by_modality_length=True,
     )
 
 
-def _evaluate(preset: DemoPreset, pipe, world, row_dir: Path, mode: str) -> dict[str, float]:
+def _evaluate(preset: ImageDemo, pipe, world, row_dir: Path, mode: str) -> dict[str, float]:
     scores = {}
     for bench in BENCHES:
         answers = row_dir / f"{bench}.jsonl"
@@ -344,13 +212,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _markdown(preset: DemoPreset, table1: dict, table2: dict, learned: list[str], seconds: float) -> str:
+def _markdown(preset_name: str, table1: dict, table2: dict, learned: list[str], seconds: float) -> str:
     benches = list(BENCHES)
     shown = ", ".join(DISPLAY_NAMES.get(b, b) for b in learned) or "none"
     lines = [
         "# VoCo-LLaMA at toy scale",
         "",
-        f"Preset `{preset.name}`, {seconds / 60:.1f} min wall time for this run (finished stages are reused).",
+        f"Preset `{preset_name}`, {seconds / 60:.1f} min wall time for this run (finished stages are reused).",
         "",
         "## Table 1: methods (scores per benchmark, mean retention)",
         "",
@@ -382,7 +250,7 @@ def _markdown(preset: DemoPreset, table1: dict, table2: dict, learned: list[str]
     return "\n".join(lines)
 
 
-def _example(preset: DemoPreset, out: Path, world, model_dir: Path) -> None:
+def _example(preset: ImageDemo, out: Path, world, model_dir: Path) -> None:
     pipe = VoCoPipeline.from_pretrained(model_dir)
     question = json.loads(world.questions("gqa").read_text().splitlines()[0])
     key = json.loads(world.answer_key("gqa").read_text().splitlines()[0])
@@ -402,9 +270,8 @@ def _example(preset: DemoPreset, out: Path, world, model_dir: Path) -> None:
 
 
 def run_demo(args) -> int:
-    if args.preset not in PRESETS:
-        raise InputError(f"unknown demo preset {args.preset!r}; expected one of {sorted(PRESETS)}")
-    preset = PRESETS[args.preset]
+    demo_preset = get_preset(args.preset)
+    preset = demo_preset.image
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -431,10 +298,10 @@ def run_demo(args) -> int:
         world,
         preset.base_steps,
         preset.base_lr,
-        ["--num_voco", "0", "--attention_rule", "causal", "--freeze_vision_tower", "True"],
+        dict(num_voco=0, attention_rule="causal", freeze_vision_tower=True),
     )
 
-    def finetune(name: str, flags: list[str]) -> Path:
+    def finetune(name: str, model: dict) -> Path:
         return _train(
             preset,
             out / "models" / name,
@@ -442,14 +309,14 @@ def run_demo(args) -> int:
             world,
             preset.finetune_steps,
             preset.finetune_lr,
-            flags,
+            model,
             batch_size=preset.finetune_batch_size,
         )
 
-    models = {name: finetune(_slug(name), flags) for name, (flags, _) in METHODS.items()}
+    models = {name: finetune(_slug(name), model) for name, (model, _) in METHODS.items()}
     for k in preset.ks:
         if k != 1:
-            models[f"VoCo K={k}"] = finetune(f"voco-k{k}", ["--num_voco", str(k), "--attention_rule", "voco"])
+            models[f"VoCo K={k}"] = finetune(f"voco-k{k}", dict(num_voco=k, attention_rule="voco"))
 
     scores = {}
     rows = [(name, models[name], mode) for name, (_, mode) in METHODS.items()]
@@ -481,7 +348,7 @@ def run_demo(args) -> int:
     }
     seconds = time.perf_counter() - start
     report = {
-        "preset": asdict(preset),
+        "preset": demo_preset.image_dict(),
         "seconds": round(seconds, 1),
         "learned_benchmarks": learned,
         "table1": table1,
@@ -489,7 +356,7 @@ def run_demo(args) -> int:
         "scores": scores,
     }
     write_json_atomic(out / "report.json", report)
-    markdown = _markdown(preset, table1, table2, learned, seconds)
+    markdown = _markdown(demo_preset.name, table1, table2, learned, seconds)
     write_atomic(out / "report.md", markdown)
     _plots(out, table1, table2)
     print("\n" + markdown)

@@ -53,22 +53,20 @@ from pathlib import Path
 
 from ..core.conversation import VIDEO_PLACEHOLDER
 from ..core.files import write_atomic, write_json_atomic, write_jsonl_atomic
+from ..core.processing import question_prompt
 from .toyworld import (
-    ASSISTANT_SEP,
     BACKGROUND_NAMES,
     CAPTION_PROMPTS,
     COLOR_NAMES,
     SHAPES,
     SHORT_ANSWER,
     SIZES,
-    SYSTEM_PROMPT,
-    USER_SEP,
     Obj,
     Scene,
-    _conversations,
-    _png_bytes,
+    conversations,
+    png_bytes,
     render,
-    render_vicuna,
+    training_text,
 )
 
 FORMAT_VERSION = 1
@@ -332,7 +330,7 @@ def _train_record(clip: Clip, rng: random.Random) -> dict:
     first = turns[0][0]
     first = f"{first}\n{VIDEO_PLACEHOLDER}" if rng.random() < 0.15 else f"{VIDEO_PLACEHOLDER}\n{first}"
     turns[0] = (first, turns[0][1])
-    return {"id": clip.id, "video": clip.id, "conversations": _conversations(turns)}
+    return {"id": clip.id, "video": clip.id, "conversations": conversations(turns)}
 
 
 def moving_world_config(
@@ -377,7 +375,7 @@ def generate_moving_world(
     for clip in train + evals:
         folder = world.video_path(clip.id)
         for f in range(num_frames):
-            write_atomic(folder / f"{f:03d}.png", _png_bytes(clip.frame(f, image_size)))
+            write_atomic(folder / f"{f:03d}.png", png_bytes(clip.frame(f, image_size)))
         for extra in folder.glob("*.png"):
             if not re.fullmatch(r"\d{3}\.png", extra.name) or int(extra.stem) >= num_frames:
                 extra.unlink()
@@ -420,14 +418,10 @@ def load_moving_world(out_dir: str | Path | MovingWorld) -> MovingWorld:
 
 def moving_world_texts(world: str | Path | MovingWorld) -> Iterator[str]:
     """Every text a tokenizer for this world must handle: the training conversations and the eval
-    prompts, rendered with the vicuna_v1 template (`<video>` shown as the `<image>` it becomes)."""
+    prompts, rendered as training and `voco eval` render them (`<video>` as one `<image>`)."""
     world = load_moving_world(world)
     for record in json.loads(world.train_json.read_text()):
-        conversations = [
-            {**turn, "value": turn["value"].replace(VIDEO_PLACEHOLDER, "<image>")} for turn in record["conversations"]
-        ]
-        yield render_vicuna(conversations)
+        yield training_text(record)
     with world.questions.open() as f:
         for line in f:
-            text = json.loads(line)["text"]
-            yield f"{SYSTEM_PROMPT}{USER_SEP}<image>\n{text}{ASSISTANT_SEP.rstrip()}"
+            yield question_prompt(json.loads(line)["text"])

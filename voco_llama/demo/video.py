@@ -33,74 +33,21 @@ import os
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.cache import kv_bytes
-from ..core.errors import InputError
 from ..core.files import write_atomic, write_json_atomic
 from ..core.pipeline import VoCoPipeline
 from ..eval.evaluate import answered_ids, read_questions, run_eval
 from ..eval.scorers import score
-from .image import train_stage
 from .movingworld import BENCH, QUESTION_TYPES, generate_moving_world, load_moving_world
+from .presets import VideoDemo, get_preset
 from .toyworld import load_world
+from .training import train_stage
 
 CONTEXT_WINDOW = 2048  # the goal: 256 frames at K=1 must fit a context of this many positions
 CLEAR_MARGIN = 10.0  # accuracy points; about two standard errors of a ~50% accuracy on 100 questions
 
-
-@dataclass(frozen=True)
-class VideoPreset:
-    name: str
-    train_clips: int
-    eval_clips: int
-    clip_frames: int  # frames rendered per clip (8..32)
-    num_frames: int  # frames sampled per clip for training and eval: one compression group each
-    image_records: int  # image-world records mixed into the one training JSON
-    steps: int
-    batch_size: int
-    lr: float
-    eval_batch_size: int
-    max_new_tokens: int
-    sweep_frames: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
-    ttft_repeats: int = 3  # median of this many timed runs (after one warm-up)
-    full_ttft_budget: float = 20.0  # seconds: a full-token prefill slower than this ends its measurements
-
-
-PRESETS = {
-    # sized so the whole video demo takes about 5 minutes on 2 CPU cores (training is most of it)
-    "demo": VideoPreset(
-        "demo",
-        train_clips=400,
-        eval_clips=100,
-        clip_frames=16,
-        num_frames=8,
-        image_records=60,
-        steps=150,
-        batch_size=8,
-        lr=1e-3,
-        eval_batch_size=25,
-        max_new_tokens=4,
-        full_ttft_budget=5.0,
-    ),
-    # plumbing only: seconds, not minutes
-    "smoke": VideoPreset(
-        "smoke",
-        train_clips=10,
-        eval_clips=10,
-        clip_frames=8,
-        num_frames=4,
-        image_records=4,
-        steps=2,
-        batch_size=4,
-        lr=3e-4,
-        eval_batch_size=10,
-        max_new_tokens=2,
-        ttft_repeats=1,
-        full_ttft_budget=0.3,
-    ),
-}
 
 # Accuracy rows: name -> (image-demo model it continues from, trained/answered on the middle frame
 # only, eval mode). Text only has no model of its own: it is the VoCo K=1 video model, no frames.
@@ -126,7 +73,7 @@ def _model_config(model_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def _ensure_moving_world(preset: VideoPreset, root: Path, image_size: int):
+def _ensure_moving_world(preset: VideoDemo, root: Path, image_size: int):
     """The moving world, regenerated only when its configuration differs."""
     want = dict(
         seed=0,
@@ -165,7 +112,7 @@ def _middle_frames(world, root: Path) -> Path:
     return root
 
 
-def _mixed_train_json(preset: VideoPreset, out: Path, world, image_world) -> Path:
+def _mixed_train_json(preset: VideoDemo, out: Path, world, image_world) -> Path:
     """Video records, then every k-th image-world record spread through them (one run, both kinds)."""
     videos = json.loads(world.train_json.read_text())
     images = [r for r in json.loads(image_world.train_json.read_text()) if "image" in r][: preset.image_records]
@@ -185,16 +132,24 @@ def _mixed_train_json(preset: VideoPreset, out: Path, world, image_world) -> Pat
 
 
 def _finetune(
-    preset: VideoPreset, start: Path, out: Path, data: Path, image_folder: Path, video_folder: Path, num_frames: int
+    preset: VideoDemo, start: Path, out: Path, data: Path, image_folder: Path, video_folder: Path, num_frames: int
 ) -> Path:
     """`voco train` from an image-demo model, keeping its compressor, K and attention rule."""
     config = _model_config(start)
-    flags = ["--compressor", config["compressor"], "--attention_rule", config["attention_rule"]]
+    model = dict(compressor=config["compressor"], attention_rule=config["attention_rule"])
     if config["compressor"] == "voco":
-        flags += ["--num_voco", str(config["num_voco"])]
-    flags += ["--video_folder", str(video_folder), "--num_frames", str(num_frames)]
+        model["num_voco"] = config["num_voco"]
     return train_stage(
-        out, start, data, image_folder, preset.steps, preset.batch_size, preset.lr, flags, model_max_length=2048
+        out,
+        start,
+        data,
+        image_folder,
+        preset.steps,
+        preset.batch_size,
+        preset.lr,
+        model,
+        data_extra=dict(video_folder=str(video_folder), num_frames=num_frames),
+        model_max_length=2048,
     )
 
 
@@ -204,7 +159,7 @@ def _finetune(
 
 
 def _evaluate(
-    preset: VideoPreset,
+    preset: VideoDemo,
     model_dir: Path,
     questions: Path,
     key: Path,
@@ -266,7 +221,7 @@ def _timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _scaling(preset: VideoPreset, voco_dir: Path, full_dir: Path, world) -> tuple[list[dict], float]:
+def _scaling(preset: VideoDemo, voco_dir: Path, full_dir: Path, world) -> tuple[list[dict], float]:
     """Positions, frame K/V bytes and TTFT for F frames (an eval clip's frames repeated to length F),
     and the VoCo compression time per frame."""
     from ..core.video import read_video
@@ -374,7 +329,8 @@ def _goals(accuracy: dict, scaling: list[dict]) -> dict:
 
 
 def _markdown(
-    preset: VideoPreset,
+    preset: VideoDemo,
+    preset_name: str,
     accuracy: dict,
     scaling: list[dict],
     goals: dict,
@@ -387,7 +343,7 @@ def _markdown(
     lines = [
         "# VoCo-LLaMA per video frame at toy scale",
         "",
-        f"Preset `{preset.name}`, {seconds / 60:.1f} min wall time for this run (stages reused when present). "
+        f"Preset `{preset_name}`, {seconds / 60:.1f} min wall time for this run (stages reused when present). "
         f"{steps_info}",
         "",
         "## Accuracy on the moving world (exact match, %)",
@@ -443,11 +399,8 @@ def _markdown(
 
 
 def run_video_demo(args) -> int:
-    from .image import PRESETS as IMAGE_PRESETS
-
-    if args.preset not in PRESETS or args.preset not in IMAGE_PRESETS:
-        raise InputError(f"unknown demo preset {args.preset!r}; expected one of {sorted(PRESETS)}")
-    preset = PRESETS[args.preset]
+    demo_preset = get_preset(args.preset)
+    preset = demo_preset.video
     out = Path(args.out)
     video = out / "video"
     if not (out / "models" / "voco-k1" / "config.json").is_file():
@@ -525,7 +478,7 @@ def run_video_demo(args) -> int:
         f"mixed with {preset.image_records} image records."
     )
     report = {
-        "preset": asdict(preset),
+        "preset": demo_preset.video_dict(),
         "seconds": round(seconds, 1),
         "train_seconds_this_run": train_seconds,
         "image_size": image_size,
@@ -537,7 +490,9 @@ def run_video_demo(args) -> int:
         "goals": goals,
     }
     write_json_atomic(video / "report.json", report)
-    markdown = _markdown(preset, accuracy, scaling, goals, seconds, sources, steps_info, compress_per_frame)
+    markdown = _markdown(
+        preset, demo_preset.name, accuracy, scaling, goals, seconds, sources, steps_info, compress_per_frame
+    )
     write_atomic(video / "report.md", markdown)
     print("\n" + markdown)
     return 0

@@ -1,0 +1,153 @@
+"""The demos' presets: one name (`voco demo --preset NAME`) sizes both the image demo and the video demo.
+
+`demo` is the main job (`make demo`); `smoke` runs the same pipeline in seconds, for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..core.errors import InputError
+
+
+@dataclass(frozen=True)
+class ImageDemo:
+    """The image demo (Tables 1 and 2): the world, the model and every training stage's budget."""
+
+    world: dict = field(default_factory=dict)  # generate_world arguments
+    model: dict = field(default_factory=dict)  # build_model overrides
+    tower_steps: int = 300
+    base_steps: int = 400
+    finetune_steps: int = 120
+    batch_size: int = 32
+    finetune_batch_size: int = 32
+    tower_lr: float = 3e-3
+    base_lr: float = 1e-3
+    finetune_lr: float = 3e-4
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16)
+    eval_batch_size: int = 48
+    max_new_tokens: int = 6
+
+
+@dataclass(frozen=True)
+class VideoDemo:
+    """The video demo (per-frame VoCo on the moving world), continuing from the image demo's models."""
+
+    train_clips: int
+    eval_clips: int
+    clip_frames: int  # frames rendered per clip (8..32)
+    num_frames: int  # frames sampled per clip for training and eval: one compression group each
+    image_records: int  # image-world records mixed into the one training JSON
+    steps: int
+    batch_size: int
+    lr: float
+    eval_batch_size: int
+    max_new_tokens: int
+    sweep_frames: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    ttft_repeats: int = 3  # median of this many timed runs (after one warm-up)
+    full_ttft_budget: float = 20.0  # seconds: a full-token prefill slower than this ends its measurements
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    name: str
+    image: ImageDemo
+    video: VideoDemo
+
+    def image_dict(self) -> dict:
+        """The image demo's settings as its report records them."""
+        return {"name": self.name, **asdict(self.image)}
+
+    def video_dict(self) -> dict:
+        return {"name": self.name, **asdict(self.video)}
+
+
+# Wide and shallow: at this budget a 256-wide, 8-head LLM learns to look things up in the image where
+# a 128-wide, 4-head one stays at the text prior.
+_TOY_MODEL = dict(
+    image_size=48,
+    patch_size=8,
+    vision_hidden=64,
+    vision_layers=2,
+    hidden=256,
+    layers=2,
+    heads=8,
+    kv_heads=4,
+    intermediate=512,
+    init_std=0.08,
+)
+
+PRESETS = {
+    "demo": DemoPreset(
+        "demo",
+        image=ImageDemo(
+            world=dict(num_train_images=3000, num_eval_images=300, image_size=48, eval_questions=100),
+            model=_TOY_MODEL,
+            tower_steps=300,
+            base_steps=300,
+            finetune_steps=120,
+            finetune_batch_size=16,
+            finetune_lr=5e-4,
+        ),
+        # sized so the whole video demo takes about 5 minutes on 2 CPU cores (training is most of it)
+        video=VideoDemo(
+            train_clips=400,
+            eval_clips=100,
+            clip_frames=16,
+            num_frames=8,
+            image_records=60,
+            steps=150,
+            batch_size=8,
+            lr=1e-3,
+            eval_batch_size=25,
+            max_new_tokens=4,
+            full_ttft_budget=5.0,
+        ),
+    ),
+    # the same pipelines, plumbing only: seconds, not minutes
+    "smoke": DemoPreset(
+        "smoke",
+        image=ImageDemo(
+            world=dict(num_train_images=40, num_eval_images=12, image_size=32, eval_questions=8),
+            model=dict(
+                image_size=32,
+                patch_size=8,
+                vision_hidden=32,
+                vision_layers=1,
+                hidden=32,
+                layers=1,
+                heads=2,
+                kv_heads=1,
+                intermediate=64,
+            ),
+            tower_steps=3,
+            base_steps=3,
+            finetune_steps=2,
+            batch_size=8,
+            finetune_batch_size=8,
+            ks=(1, 2),
+            eval_batch_size=32,
+            max_new_tokens=3,
+        ),
+        video=VideoDemo(
+            train_clips=10,
+            eval_clips=10,
+            clip_frames=8,
+            num_frames=4,
+            image_records=4,
+            steps=2,
+            batch_size=4,
+            lr=3e-4,
+            eval_batch_size=10,
+            max_new_tokens=2,
+            ttft_repeats=1,
+            full_ttft_budget=0.3,
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> DemoPreset:
+    if name not in PRESETS:
+        raise InputError(f"unknown demo preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
