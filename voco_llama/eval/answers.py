@@ -28,7 +28,10 @@ Every bench accepts it: JSONL, one object per line, recognised by its first line
 - ``category``: POPE category (default ``"all"``), MME subtask (required), SEED question type,
   MMBench / GQA / VQA reporting category.
 - ``image``: MME only, required -- the questions of one image within a subtask form its acc+ pair.
-- ``group``: MMBench circular group (default: the question itself).
+- ``group``: MMBench circular group (default: the question itself); ``options``: MMBench option
+  texts (a list in letter order, or {letter: text}) for matching an answer given as the text.
+- ``bench``: optional; a key naming another benchmark is refused. Without it a key is refused when
+  its shape says it belongs to another one (``scorers.check_generic_key``).
 - ``question``: needed only when a ``question_id`` is used by more than one record (as LLaVA's MME
   answers reuse ``"subtask/image.png"``); such records are told apart by comparing ``question``
   with the answer's ``prompt`` (case, whitespace, ``<image>`` and the standard instructions such as
@@ -137,6 +140,8 @@ def load_answer_key(path) -> list[dict]:
                 "image": obj.get("image"),
                 "group": obj.get("group"),
                 "question": obj.get("question"),
+                "options": obj.get("options"),
+                "bench": obj.get("bench"),
                 "_line": lineno,
             }
         )

@@ -42,8 +42,12 @@ def format_table(summary: dict) -> str:
     name = DISPLAY_NAMES.get(summary["bench"], summary["bench"])
     lines = [
         f"{name}: {summary['score_name']} = {summary['score']:.2f}",
-        f"questions {summary['n_questions']}, answered {summary['n_answered']}, "
-        f"missing {summary['n_missing']}" + (" (scored on answered only)" if summary.get("answered_only") else ""),
+        f"questions {summary['n_questions']}, answered {summary['n_answered']}, missing {summary['n_missing']}"
+        + (
+            f" ({'left out of the score' if summary['missing_as'] == 'skip' else 'scored as wrong'})"
+            if summary["n_missing"]
+            else ""
+        ),
     ]
     if summary.get("metrics"):
         lines.append(", ".join(f"{k} {_fmt(v)}" for k, v in summary["metrics"].items()))
@@ -103,7 +107,7 @@ def _run_cli(work: Callable[[], None]) -> int:
 
 def _cmd_score(args) -> int:
     def work():
-        options = {"extra_file": args.extra_file, "answered_only": args.answered_only}
+        options = {"extra_file": args.extra_file, "missing": args.missing}
         if canonical_bench(args.bench) == "sqa":
             options["split"] = args.sqa_split
         if canonical_bench(args.bench) == "seed":
@@ -150,7 +154,23 @@ def register_cli(subparsers) -> None:
         "--annotation-file", required=True, help="answer key: generic JSONL or the benchmark's own file/directory"
     )
     p.add_argument("--extra-file", default=None, help="pope: LLaVA's llava_pope_test.jsonl; sqa: pid_splits.json")
-    p.add_argument("--answered-only", action="store_true", help="score only answered questions")
+    missing = p.add_mutually_exclusive_group()
+    missing.add_argument(
+        "--strict",
+        dest="missing",
+        action="store_const",
+        const="strict",
+        default="official",
+        help="count every unanswered question as wrong (default: as the benchmark's official script does: "
+        "pope, textvqa and sqa score the answers present, the others count them wrong)",
+    )
+    missing.add_argument(
+        "--answered-only",
+        dest="missing",
+        action="store_const",
+        const="answered",
+        help="score only the answered questions, on every benchmark",
+    )
     p.add_argument("--sqa-split", default="test", help="ScienceQA split (default test)")
     p.add_argument(
         "--seed-data-type",

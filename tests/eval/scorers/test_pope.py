@@ -17,7 +17,7 @@ def test_pope_parser_is_llavas():
     assert pope_yes_no("Yes. But no cat.") == "yes"  # only the first sentence counts
     # LLaVA's word list is {"No", "not", "no"}, case-sensitive: "Not really" does NOT parse as no.
     assert pope_yes_no("Not really") == "yes"
-    assert pope_yes_no("") == "yes"  # so a missing answer counts as "yes", as in LLaVA
+    assert pope_yes_no("") == "yes"  # an empty output; a missing answer is not one (see below)
 
 
 def _pope_files(tmp_path, write_jsonl):
@@ -94,7 +94,29 @@ def test_pope_single_label_file_matches_by_id(tmp_path, write_jsonl, answers):
     assert s["score"] == pytest.approx(200 / 3, abs=EXACT)
 
 
-def test_pope_generic_key_missing_answer_scores_as_empty_output(tmp_path, write_jsonl, answers):
+def test_pope_missing_answers_are_not_counted_as_yes(tmp_path, write_jsonl, answers):
+    # Issue 17: a model that says "no" to everything has F1 0; before, its 6 missing answers went
+    # through LLaVA's parser as "" -> "yes" and lifted F1 to 40.
+    labels = ["yes"] * 6 + ["no"] * 6
+    key = write_jsonl(tmp_path / "key.jsonl", [{"question_id": i, "answer": g} for i, g in enumerate(labels)])
+    answered = [0, 1, 2, 6, 7, 8]  # 3 yes-questions and 3 no-questions answered, all "No"
+    ans = answers(tmp_path / "ans.jsonl", [(i, "No") for i in answered])
+    with pytest.warns(ScoringWarning, match="6 of 12 questions have no answer; they are left out of the score"):
+        s = score("pope", ans, key)
+    c = s["categories"]["all"]
+    # LLaVA's eval_pope.py scores the answers present: TP 0, FN 3, TN 3 -> F1 0, accuracy 50
+    assert (c["TP"], c["FP"], c["TN"], c["FN"]) == (0, 0, 3, 3)
+    assert s["score"] == 0.0 and c["accuracy"] == 50.0
+    assert (s["n_questions"], s["n_answered"], s["n_missing"], s["n_scored"]) == (12, 6, 6, 6)
+    # --strict: each missing answer is wrong, the opposite of its label: 3 more FN, 3 FP
+    with pytest.warns(ScoringWarning, match="scored as wrong"):
+        s = score("pope", ans, key, missing="strict")
+    c = s["categories"]["all"]
+    assert (c["TP"], c["FP"], c["TN"], c["FN"]) == (0, 3, 3, 6)
+    assert s["score"] == 0.0 and c["accuracy"] == 25.0 and s["n_scored"] == 12
+
+
+def test_pope_strict_and_official_differ_when_the_answers_are_right(tmp_path, write_jsonl, answers):
     key = write_jsonl(
         tmp_path / "key.jsonl",
         [{"question_id": 1, "answer": "yes"}, {"question_id": 2, "answer": "No"}, {"question_id": 3, "answer": "no"}],
@@ -102,9 +124,11 @@ def test_pope_generic_key_missing_answer_scores_as_empty_output(tmp_path, write_
     ans = answers(tmp_path / "ans.jsonl", [(1, "Yes"), (2, "No")])
     with pytest.warns(ScoringWarning, match="1 of 3 questions have no answer"):
         s = score("pope", ans, key)
-    # q3 (gold no) is scored as "" -> "yes": TP 1, TN 1, FP 1 -> precision 1/2, recall 1, F1 2/3
+    assert s["score"] == 100.0 and (s["n_missing"], s["n_scored"]) == (1, 2)
+    with pytest.warns(ScoringWarning):
+        s = score("pope", ans, key, missing="strict")
+    # q3 (gold no) scored wrong -> FP: TP 1, TN 1, FP 1 -> precision 1/2, recall 1, F1 2/3
     assert s["categories"]["all"]["FP"] == 1
     assert s["score"] == pytest.approx(200 / 3, abs=EXACT)
-    assert (s["n_missing"], s["n_scored"]) == (1, 3)
-    s = score("pope", ans, key, answered_only=True)
-    assert s["score"] == 100.0 and (s["n_missing"], s["n_scored"]) == (1, 2)
+    with pytest.warns(ScoringWarning):
+        assert score("pope", ans, key, missing="answered")["score"] == 100.0

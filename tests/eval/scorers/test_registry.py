@@ -2,6 +2,7 @@
 
 import pytest
 
+from voco_llama.cli import main
 from voco_llama.eval import scorers
 from voco_llama.eval.answers import ScoringError
 from voco_llama.eval.scorers import score
@@ -23,3 +24,45 @@ def test_every_bench_has_a_scorer():
     assert set(scorers.SCORERS) == set(scorers.BENCHES)
     with pytest.raises(ScoringError, match="unknown benchmark"):
         score("mmmu", "a", "b")
+
+
+KEYS = {  # one small generic key of each kind, shaped as the toy world writes them
+    "gqa": [{"question_id": 0, "answer": "red", "category": "color"}, {"question_id": 1, "answer": "yes"}],
+    "vqav2": [{"question_id": 0, "answer": "red", "answers": ["red"] * 10, "category": "other"}],
+    "pope": [
+        {"question_id": 0, "answer": "yes", "category": "random"},
+        {"question_id": 1, "answer": "no", "category": "adversarial"},
+    ],
+    "mme": [{"question_id": 0, "answer": "yes", "category": "color", "image": "a.png"}],
+    "mmbench": [{"question_id": 0, "answer": "B", "group": 0}],
+    "seed": [{"question_id": 0, "answer": "C", "category": "Instance Identity"}],
+}  # fmt: skip
+# a short-answer key without annotator answers is a legitimate VQA key too ([answer] * 10)
+ACCEPTS = {"gqa": {"gqa", "vqav2", "textvqa"}, "vqav2": {"vqav2", "textvqa"}, "pope": {"pope"}, "mme": {"mme"}}
+ACCEPTS |= {"mmbench": {"mmbench"}, "seed": {"seed", "mmbench", "sqa"}}
+
+
+@pytest.mark.parametrize("kind", sorted(KEYS))
+def test_a_key_from_another_benchmark_is_refused(tmp_path, write_jsonl, answers, kind):
+    key = write_jsonl(tmp_path / "key.jsonl", KEYS[kind])
+    ans = answers(tmp_path / "ans.jsonl", [(r["question_id"], r["answer"]) for r in KEYS[kind]])
+    for bench in scorers.BENCHES:
+        if bench in ACCEPTS[kind]:
+            score(bench, ans, key)
+        else:
+            with pytest.raises(ScoringError, match=f"answer key, not one for {bench}"):
+                score(bench, ans, key)
+
+
+def test_a_pope_key_scored_as_gqa_is_one_line_and_exit_2(tmp_path, write_jsonl, answers, capsys):
+    # Issue 17: `voco score gqa` took the toy POPE key and printed 50.00.
+    key = write_jsonl(tmp_path / "key.jsonl", KEYS["pope"])
+    ans = answers(tmp_path / "ans.jsonl", [(0, "yes"), (1, "yes")])
+    assert main(["score", "gqa", "--answers-file", str(ans), "--annotation-file", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voco: error: ") and "POPE" in err and len(err.strip().splitlines()) == 1
+    # a key that says which bench it is for is believed, and checked
+    named = write_jsonl(tmp_path / "named.jsonl", [{**r, "bench": "GQA"} for r in KEYS["pope"]])
+    assert score("gqa", ans, named)["score"] == 50.0
+    with pytest.raises(ScoringError, match="an answer key for gqa, not pope"):
+        score("pope", ans, named)

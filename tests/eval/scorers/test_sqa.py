@@ -2,7 +2,7 @@
 
 import pytest
 
-from voco_llama.eval.answers import ScoringError
+from voco_llama.eval.answers import ScoringError, ScoringWarning
 from voco_llama.eval.scorers import score
 from voco_llama.eval.scorers.sqa import sqa_letter
 
@@ -61,3 +61,18 @@ def test_sqa_image_accuracy(tmp_path, write_json, answers):
     assert s["metrics"]["n_image_questions"] == 5
     with pytest.raises(ScoringError, match="'p7' is not in the answer key"):
         score("sqa", answers(tmp_path / "ans2.jsonl", [("p7", "A")]), problems)
+
+    # Missing p4 and p5 (both wrong above) and p6: eval_science_qa.py counts them wrong in
+    # "Accuracy" (2 of 6 right) but leaves them out of "IMG-Accuracy" (their prompts, being absent,
+    # have no <image>): 3 of 3 image questions answered are right.
+    partial = answers(tmp_path / "ans3.jsonl", [("p1", "The answer is B."), ("p2", "A. x"), ("p3", "D")])
+    with pytest.warns(ScoringWarning, match="3 of 6 questions have no answer"):
+        s = score("sqa", partial, problems)
+    assert s["score"] == 100.0 and s["metrics"]["n_image_questions"] == 3
+    assert s["metrics"]["accuracy_all"] == pytest.approx(300 / 6, abs=EXACT)
+    with pytest.warns(ScoringWarning):
+        s = score("sqa", partial, problems, missing="strict")
+    assert s["score"] == 60.0 and s["metrics"]["accuracy_all"] == 50.0
+    with pytest.warns(ScoringWarning):
+        s = score("sqa", partial, problems, missing="answered")
+    assert s["score"] == 100.0 and s["metrics"]["accuracy_all"] == 100.0

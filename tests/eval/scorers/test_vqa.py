@@ -2,8 +2,9 @@
 
 import pytest
 
+from voco_llama.eval.answers import ScoringError, ScoringWarning
 from voco_llama.eval.scorers import score, vqa
-from voco_llama.eval.scorers.vqa import vqa_normalize, vqa_soft_accuracy
+from voco_llama.eval.scorers.vqa import vqa_normalize, vqa_soft_accuracy, vqav2_accuracy
 
 EXACT = 1e-9
 
@@ -120,3 +121,49 @@ def test_textvqa_matches_llavas_image_id_and_prompt(tmp_path, write_json, answer
         ],
     )
     assert score("textvqa", ans, key)["score"] == pytest.approx(80.0, abs=EXACT)
+
+
+def test_vqav2_leaves_annotator_answers_as_they_are(tmp_path, write_json, answers):
+    # The official evaluator normalises the prediction fully but the annotators' answers only by
+    # its punctuation step, and only when they disagree (real ones come normalised). TextVQA's
+    # evaluator normalises both.
+    assert vqav2_accuracy("2", ["two"] * 10) == 0.0
+    assert vqa_soft_accuracy("2", ["two"] * 10) == 1.0
+    assert vqav2_accuracy("dog", ["a dog"] * 10) == 0.0  # all agree: "a dog" is kept
+    assert vqav2_accuracy("two", ["2"] * 10) == 1.0  # the prediction is normalised
+    # disagreeing: 3 of 10 match after the punctuation step ("two" stays "two")
+    assert vqav2_accuracy("two", ["2"] * 3 + ["two"] * 7) == pytest.approx(0.9, abs=EXACT)
+    assert vqa_soft_accuracy("two", ["2"] * 3 + ["two"] * 7) == 1.0
+    assert vqav2_accuracy("red white", ["red/white"] * 2 + ["red"] * 8) == pytest.approx(0.6, abs=EXACT)
+    # the evaluator's own punctuation list: ":" and "'" are marks there, "-" is not
+    assert vqav2_accuracy("dont", ["don't"] * 4 + ["no"] * 6) == 1.0  # both become "don t"
+    assert vqav2_accuracy("top left", ["top-left"] * 4 + ["left"] * 6) == 0.0
+    key = write_json(
+        tmp_path / "v2.json",
+        {"annotations": [{"question_id": 1, "answer_type": "number", "answers": [{"answer": "two"}] * 10}]},
+    )
+    assert score("vqav2", answers(tmp_path / "ans.jsonl", [(1, "2")]), key)["score"] == 0.0
+
+
+def test_textvqa_duplicate_image_question_is_collapsed_and_missing_skipped(tmp_path, write_json, answers):
+    key = write_json(
+        tmp_path / "TextVQA_0.5.1_val.json",
+        {
+            "data": [
+                {"question_id": 1, "image_id": "img", "question": "What brand?", "answers": ["nikon"] * 10},
+                {"question_id": 2, "image_id": "img", "question": "what brand?", "answers": ["canon"] * 10},
+                {"question_id": 3, "image_id": "img2", "question": "What year?", "answers": ["1999"] * 10},
+            ]
+        },
+    )
+    prompt = "What brand?\nAnswer the question using a single word or phrase."
+    # LLaVA's file: the image id as question_id, the same question twice. eval_textvqa.py keys its
+    # annotations by (image, question), so both are scored against the later one's answers.
+    ans = answers(tmp_path / "ans.jsonl", [("img", "Nikon", prompt), ("img", "canon", prompt)])
+    with pytest.warns(ScoringWarning, match="1 of 3 questions have no answer; they are left out"):
+        s = score("textvqa", ans, key)
+    assert s["score"] == 50.0 and (s["n_questions"], s["n_scored"]) == (3, 2)
+    with pytest.raises(ScoringError, match="answered twice"):
+        score("textvqa", answers(tmp_path / "three.jsonl", [("img", "a", prompt)] * 3), key)
+    with pytest.warns(ScoringWarning, match="scored as wrong"):
+        assert score("textvqa", ans, key, missing="strict")["score"] == pytest.approx(100 / 3, abs=EXACT)

@@ -6,15 +6,17 @@ re-implements (does not copy) the official rule; its module says which and how t
 scale: POPE F1 (%) averaged over its categories; MME perception total (sum of acc + acc+ over the
 10 perception subtasks, 0-2000); GQA / VQAv2 / TextVQA / ScienceQA-IMG / MMBench (circular) /
 SEED accuracy in %. Details: ``metrics`` (overall), ``categories`` (per category/subtask/type),
-counts (``n_questions``, ``n_answered``, ``n_missing``, ``n_scored``, ``answered_only``).
+counts (``n_questions``, ``n_answered``, ``n_missing``, ``n_scored``, ``missing_as``).
+``missing``: "official" (default), "strict" or "answered" -- see ``base``.
 """
 
 from __future__ import annotations
 
-from ..answers import ScoringError
+from ..answers import ScoringError, is_generic_key, load_answer_key
+from .base import MISSING_RULES
 from .gqa import score_gqa
 from .mmbench import score_mmbench
-from .mme import score_mme
+from .mme import MME_COGNITION, MME_PERCEPTION, score_mme
 from .pope import score_pope
 from .seed import score_seed
 from .sqa import score_sqa
@@ -64,12 +66,67 @@ def canonical_bench(name: str) -> str:
     return _ALIASES.get(low, low)
 
 
-def score(bench: str, answers_path, annotation_path, **options) -> dict:
-    """Score one benchmark. Options: extra_file, answered_only; sqa: split; seed: data_type."""
+# What a generic key's shape says it is for (first match wins), and which benches take each kind.
+_KINDS = (
+    ("VQA (annotator 'answers')", lambda rs: any(r["answers"] for r in rs), ("vqav2", "textvqa")),
+    (
+        "MMBench ('group' or 'options')",
+        lambda rs: any(r["group"] is not None or r["options"] for r in rs),
+        ("mmbench",),
+    ),
+    (
+        "MME (MME subtask categories)",
+        lambda rs: all(r["category"] in MME_PERCEPTION + MME_COGNITION for r in rs),
+        ("mme",),
+    ),
+    (
+        "POPE (categories adversarial/popular/random)",
+        lambda rs: all(r["category"] in ("adversarial", "popular", "random") for r in rs),
+        ("pope",),
+    ),
+    (
+        "multiple-choice (option-letter answers)",
+        lambda rs: all(len(r["answer"]) == 1 and r["answer"] in "ABCDEFGH" for r in rs),
+        ("mmbench", "seed", "sqa"),
+    ),
+    (
+        "yes/no",
+        lambda rs: all(r["answer"].strip().lower() in ("yes", "no") for r in rs),
+        ("pope", "mme", "gqa", "vqav2", "textvqa"),
+    ),
+    ("short-answer", lambda rs: True, ("gqa", "vqav2", "textvqa")),
+)
+
+
+def check_generic_key(bench: str, path) -> None:
+    """Refuse a generic key made for another benchmark (its records' ``bench``, else its shape):
+    scored as the wrong bench it would still give a number (a POPE key as GQA: 50%)."""
+    if not is_generic_key(path):
+        return  # the benches' own formats are told apart by their loaders
+    records = load_answer_key(path)
+    named = {canonical_bench(str(r["bench"])) for r in records if r["bench"] is not None}
+    if named and named != {bench}:
+        raise ScoringError(f"{path}: an answer key for {', '.join(sorted(named))}, not {bench}")
+    if named:
+        return
+    kind, accepted = next((name, benches) for name, test, benches in _KINDS if test(records))
+    if bench not in accepted:
+        raise ScoringError(
+            f'{path}: this looks like a {kind} answer key, not one for {bench} (or add "bench": "{bench}" '
+            "to its records)"
+        )
+
+
+def score(bench: str, answers_path, annotation_path, missing: str = "official", **options) -> dict:
+    """Score one benchmark. Options: extra_file; sqa: split; seed: data_type."""
     name = canonical_bench(bench)
     if name not in SCORERS:
         raise ScoringError(f"unknown benchmark {bench!r} (one of {', '.join(SCORERS)})")
-    summary = SCORERS[name](answers_path, annotation_path, **options)
+    if missing not in MISSING_RULES:
+        raise ScoringError(f"missing={missing!r}: expected one of {', '.join(MISSING_RULES)}")
+    check_generic_key(name, annotation_path)
+    summary = SCORERS[name](answers_path, annotation_path, missing=missing, **options)
+    summary["missing_rule"] = missing
     summary["answers_file"] = str(answers_path)
     summary["annotation_file"] = str(annotation_path)
     if options.get("extra_file"):

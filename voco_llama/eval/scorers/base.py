@@ -1,13 +1,24 @@
-"""What every scorer shares: matching answers to key records, and the summary dict.
+"""What every scorer shares: matching answers to key records, the missing-answer rule, and the
+summary dict.
 
 Missing answers, bad ids
 ------------------------
 An answer whose question is not in the key raises ScoringError, so does a question answered twice.
-A key question without an answer is counted in ``n_missing`` (with a warning) and scored as an
-empty output through the official parser -- wrong everywhere, except POPE, whose parser turns
-anything without a "no" word into "yes", as LLaVA's would. ``answered_only=True`` scores only the
-answered questions instead. Outputs are ``strip()``-ed before parsing (LLaVA's generators already
-strip theirs).
+A key question without an answer is handled as the benchmark's official script handles it
+(``missing="official"``, the default), and its count is always reported (``n_missing``, a warning):
+
+- POPE, TextVQA, ScienceQA-IMG: scored over the answers present (LLaVA's ``eval_pope.py`` zips the
+  answers it has with the labels, ``eval_textvqa.py`` scores the answer lines, ``eval_science_qa.py``
+  counts a missing problem as text-only, since its prompt has no ``<image>``);
+- the others: scored wrong (the VQAv2 submission sends "" for it, SEED's script counts it wrong;
+  GQA's ``eval.py`` and MME's ``calculation.py`` stop on it, so wrong is the number a complete
+  file with a useless answer would get).
+
+``missing="strict"`` scores every missing answer wrong (POPE: the opposite of the label, so it is
+neither a "yes" nor a "no" that happens to be right); ``missing="answered"`` scores only answered
+questions everywhere. Outputs are ``strip()``-ed before parsing (the official scripts do not strip,
+LLaVA's generators already strip theirs, so this differs only on hand-made files: "yes " is right
+here and wrong there).
 """
 
 from __future__ import annotations
@@ -18,6 +29,21 @@ from collections.abc import Callable, Hashable
 
 from ..answers import AnswerKey, ScoringError, ScoringWarning
 
+MISSING_RULES = ("official", "strict", "answered")
+
+
+def missing_rule(missing: str, official: str) -> str:
+    """ "wrong" or "skip": what a missing answer counts as under ``missing`` for a bench whose
+    official script does ``official``."""
+    if missing not in MISSING_RULES:
+        raise ScoringError(f"missing={missing!r}: expected one of {', '.join(MISSING_RULES)}")
+    return {"official": official, "strict": "wrong", "answered": "skip"}[missing]
+
+
+def output(answer: dict | None) -> str | None:
+    """The stripped model output of a matched answer; None for a missing one."""
+    return None if answer is None else answer["text"].strip()
+
 
 def pair(
     answers: list[dict],
@@ -25,54 +51,57 @@ def pair(
     records: list[dict],
     answer_key: AnswerKey,
     where: str,
-    answered_only: bool,
+    missing: str,
     keep: Callable[[dict], bool] | None = None,
-) -> tuple[list[tuple[dict, str]], dict]:
-    """Match answers to key records. Returns [(record, stripped output)] in key order, and counts.
+    repeated_keys: bool = False,
+) -> tuple[list[tuple[dict, dict | None]], dict]:
+    """Match answers to key records. Returns [(record, answer or None)] in key order, and counts.
 
-    Records failing ``keep`` may be answered but are neither scored nor counted.
+    ``missing`` is "wrong" (missing answers are kept, as None) or "skip" (left out). Records failing
+    ``keep`` may be answered but are neither scored nor counted. ``repeated_keys``: records may share
+    a key (an official script that collapses duplicate questions); its answers fill them in order.
     """
-    index = {}
+    index: dict[Hashable, list[dict]] = defaultdict(list)
     for r in records:
-        if r["key"] in index:
+        if index[r["key"]] and not repeated_keys:
             raise ScoringError(f"{where}: question {r['id']!r} appears twice in the answer key")
-        index[r["key"]] = r
-    found: dict[Hashable, dict] = {}
+        index[r["key"]].append(r)
+    found: dict[int, dict] = {}  # id(record) -> answer
+    first_line: dict[Hashable, int] = {}
     for a in answers:
         key = answer_key(a)
         if key is None or key not in index:
             raise ScoringError(
                 f"{answers_path}:{a['_line']}: question_id {a['question_id']!r} is not in the answer key ({where})"
             )
-        if key in found:
+        free = [r for r in index[key] if id(r) not in found]
+        if not free:
             raise ScoringError(
                 f"{answers_path}:{a['_line']}: question_id {a['question_id']!r} is answered "
-                f"twice (first on line {found[key]['_line']})"
+                f"twice (first on line {first_line[key]})"
             )
-        found[key] = a
+        found[id(free[0])] = a
+        first_line.setdefault(key, a["_line"])
     records = [r for r in records if keep is None or keep(r)]
-    pairs, missing = [], 0
-    for r in records:
-        if r["key"] in found:
-            pairs.append((r, found[r["key"]]["text"].strip()))
-        else:
-            missing += 1
-            if not answered_only:
-                pairs.append((r, ""))
-    if missing and not answered_only:
+    pairs = [(r, found.get(id(r))) for r in records]
+    n_missing = sum(a is None for _, a in pairs)
+    if missing == "skip":
+        pairs = [(r, a) for r, a in pairs if a is not None]
+    if n_missing:
+        how = "left out of the score" if missing == "skip" else "scored as wrong"
         warnings.warn(
-            f"{answers_path}: {missing} of {len(records)} questions have no answer; they are scored as empty outputs",
+            f"{answers_path}: {n_missing} of {len(records)} questions have no answer; they are {how}",
             ScoringWarning,
             stacklevel=3,
         )
-    if not pairs:
+    if not any(a is not None for _, a in pairs):
         raise ScoringError(f"{answers_path}: nothing to score (no answered question in {where})")
     counts = {
         "n_questions": len(records),
-        "n_answered": len(records) - missing,
-        "n_missing": missing,
+        "n_answered": len(records) - n_missing,
+        "n_missing": n_missing,
         "n_scored": len(pairs),
-        "answered_only": answered_only,
+        "missing_as": missing,
     }
     return pairs, counts
 
@@ -94,10 +123,11 @@ def summary(bench, score, score_name, counts, metrics, categories, **extra) -> d
 
 
 def accuracy_summary(bench, pairs, counts, score_fn, score_name="accuracy (%)", **extra) -> dict:
-    """Mean of per-question scores (0..1) overall and per category, in percent."""
+    """Mean of per-question scores (0..1) overall and per category, in percent; ``score_fn(record,
+    output)`` scores an answered question, a missing one scores 0."""
     total, by_category = 0.0, defaultdict(lambda: [0.0, 0])
-    for r, text in pairs:
-        s = float(score_fn(r, text))
+    for r, answer in pairs:
+        s = 0.0 if answer is None else float(score_fn(r, output(answer)))
         total += s
         if r.get("category") is not None:
             by_category[str(r["category"])][0] += s

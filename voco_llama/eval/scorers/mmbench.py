@@ -1,34 +1,67 @@
-"""MMBench: its rule-based letter matching and circular evaluation.
+"""MMBench: VLMEvalKit's rule-based answer matching and circular evaluation.
 
-Parse (after strip()): ".()[],:;!*#{}" to spaces, and the single option letter standing as a word
-("B", "B. blue", "The answer is B"). Its ChatGPT fallback is not reproduced. A circular group
-counts as right only if every copy in it is right; the headline is the share of right groups.
+Parse (after strip()), as VLMEvalKit's ``can_infer`` (the step before any GPT judge): a refusal
+("Cannot determine the answer", ...) is "Z" (wrong); else ".()[],:;!*#{}" become spaces and the one
+option letter standing as a word is the answer ("B", "B. blue", "The answer is B"); else, failing
+that (no letter, or several), the one option whose text appears in the lower-cased output ("dog"
+for "B. dog"); else nothing (wrong). VLMEvalKit's ChatGPT judge, tried after this, is not
+reproduced. A circular group counts as right only if every copy in it is right; the headline is the
+share of right groups.
 
-Keys: a generic key (``group`` = circular group, default the question itself), or the MMBench TSV
-(columns ``index, question, A, B, C, D, answer, category, ...``). Assumed convention (the TSVs
-LLaVA evaluates, e.g. mmbench_dev_20230712.tsv): circular copies are separate rows whose
-``index`` differ by multiples of 1,000,000, so ``index % 1e6`` is the group. Answers from LLaVA's
-``--all-rounds`` (``round_id`` r, options rotated left r times) are scored against the
-correspondingly rotated gold and join the row's group.
+Keys: a generic key (``group`` = circular group, default the question itself; ``options``, a list
+or {letter: text}, optional: without it the options are read from the answer's prompt, lines
+"A. text" as LLaVA's and the toy world's prompts list them), or the MMBench TSV (columns ``index,
+question, A, B, C, D, answer, category, ...``). Assumed convention (the TSVs LLaVA evaluates, e.g.
+mmbench_dev_20230712.tsv): circular copies are separate rows whose ``index`` differ by multiples of
+1,000,000, so ``index % 1e6`` is the group. Answers from LLaVA's ``--all-rounds`` (``round_id`` r,
+options rotated left r times) are scored against the correspondingly rotated gold and options, and
+join the row's group.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from collections import defaultdict
 
 from ..answers import ScoringError, generic_matching, is_generic_key, key_loader, load_answer_key, load_answers
-from .base import pair, pct, summary
+from .base import missing_rule, output, pair, pct, summary
+
+# VLMEvalKit's refusals: answered "Z", which is never right and stops the option-text match
+_REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
+_OPTION_LINE = re.compile(r"^([A-Z])\. (.+)$", re.MULTILINE)
 
 
-def mmbench_letter(text: str, letters: str = "ABCD") -> str | None:
-    """MMBench's rule-based match: punctuation to spaces, the one option letter standing as a word."""
-    for ch in ".()[],:;!*#{}":
-        text = text.replace(ch, " ")
-    words = set(text.split())
-    hits = [letter for letter in letters if letter in words]
-    return hits[0] if len(hits) == 1 else None
+def mmbench_letter(text: str, options: dict[str, str] | str = "ABCD") -> str | None:
+    """VLMEvalKit's can_infer: the option letter, else the option text (module docstring).
+    ``options``: {letter: option text}, or just the letters (no text match then)."""
+    options = dict.fromkeys(options, "") if isinstance(options, str) else options
+    if "Failed to obtain answer via API" not in text:
+        if any(refusal in text for refusal in _REFUSALS):
+            return "Z"
+        words = text
+        for ch in ".()[],:;!*#{}":
+            words = words.replace(ch, " ")
+        words = set(words.split())
+        hits = [letter for letter in options if letter in words]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits and "Z" in words:
+            return "Z"
+    lower = text.lower()
+    found = [letter for letter, option in options.items() if option and str(option).lower() in lower]
+    return found[0] if len(found) == 1 else None
+
+
+def prompt_options(prompt: str) -> dict[str, str]:
+    """The options a prompt lists, one "A. text" line each."""
+    return dict(_OPTION_LINE.findall(prompt or ""))
 
 
 def _is_none(value) -> bool:
@@ -41,10 +74,15 @@ def _mmbench_key(path, answers):
         if any(int(a.get("round_id") or 0) for a in answers):
             raise ScoringError(f"{path}: answers with round_id > 0 (--all-rounds) need the MMBench TSV")
         records = load_answer_key(path)
-        for r in records:  # options A-D, or up to the gold letter if that is later
+        for r in records:
             if len(r["answer"]) != 1 or r["answer"] not in "ABCDEFGH":
                 raise ScoringError(f"{path}:{r['_line']}: gold {r['answer']!r} is not an option letter")
-            r["letters"] = "ABCDEFGH"[: max(4, "ABCDEFGH".index(r["answer"]) + 1)]
+            options = r.get("options")
+            if isinstance(options, list):
+                options = dict(zip("ABCDEFGH", options))
+            if options is not None and not (isinstance(options, dict) and r["answer"] in options):
+                raise ScoringError(f"{path}:{r['_line']}: 'options' must be a list or {{letter: text}} with the gold")
+            r["options"] = options  # None: from the answer's prompt
             r["group"] = str(r["group"]) if r["group"] is not None else r["id"]
         return records, generic_matching(records, path)
 
@@ -71,12 +109,13 @@ def _mmbench_key(path, answers):
                 "(a test split without answers cannot be scored locally)"
             )
         index = int(float(row["index"]))
+        texts = [row[letter] for letter in "ABCD"[:n_options]]
         for r in range(min(n_rounds, n_options)):  # round r shows the options rotated left r times
             records.append(
                 {
                     "id": str(index),
                     "key": (str(index), r),
-                    "letters": "ABCD"[:n_options],
+                    "options": dict(zip("ABCD", texts[r:] + texts[:r])),
                     "answer": "ABCD"[("ABCD".index(gold) - r) % n_options],
                     "group": str(index % 1_000_000),
                     "category": row.get("category"),
@@ -85,15 +124,18 @@ def _mmbench_key(path, answers):
     return records, lambda a: (str(a["question_id"]), int(a.get("round_id") or 0))
 
 
-def score_mmbench(answers_path, annotation_path, *, extra_file=None, answered_only=False) -> dict:
+def score_mmbench(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
     if extra_file is not None:
         raise ScoringError("mmbench takes no extra file")
     answers = load_answers(answers_path)
     records, answer_key = _mmbench_key(annotation_path, answers)
-    pairs, counts = pair(answers, answers_path, records, answer_key, str(annotation_path), answered_only)
+    # a row without a prediction is wrong on the MMBench server
+    missing = missing_rule(missing, official="wrong")
+    pairs, counts = pair(answers, answers_path, records, answer_key, str(annotation_path), missing)
     groups: dict[str, list] = {}
-    for r, text in pairs:
-        right = mmbench_letter(text, r["letters"]) == r["answer"]
+    for r, answer in pairs:
+        options = r["options"] if r["options"] is not None else prompt_options(answer and answer.get("prompt"))
+        right = answer is not None and mmbench_letter(output(answer), options or "ABCD") == r["answer"]
         entry = groups.setdefault(r["group"], [r.get("category"), True, 0])
         entry[1] = entry[1] and right
         entry[2] += right

@@ -25,7 +25,7 @@ from ..answers import (
     load_answers,
     question_text,
 )
-from .base import pair, pct, summary, yes_no_gold
+from .base import missing_rule, output, pair, pct, summary, yes_no_gold
 
 MME_PERCEPTION = (
     "existence",
@@ -114,17 +114,18 @@ def _mme_key(path):
     return records, answer_key
 
 
-def score_mme(answers_path, annotation_path, *, extra_file=None, answered_only=False) -> dict:
+def score_mme(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
     if extra_file is not None:
         raise ScoringError("mme takes no extra file")
     records, answer_key = _mme_key(annotation_path)
-    pairs, counts = pair(
-        load_answers(answers_path), answers_path, records, answer_key, str(annotation_path), answered_only
-    )
+    # MME's calculation.py needs every answer (it pairs an image's two lines); wrong is what a
+    # complete file with an unusable answer scores.
+    missing = missing_rule(missing, official="wrong")
+    pairs, counts = pair(load_answers(answers_path), answers_path, records, answer_key, str(annotation_path), missing)
     questions = defaultdict(Counter)  # subtask -> n, correct, other
     images = defaultdict(dict)  # subtask -> image -> all questions right so far
-    for r, text in pairs:
-        pred, sub = mme_yes_no(text), r["category"]
+    for r, answer in pairs:
+        pred, sub = "other" if answer is None else mme_yes_no(output(answer)), r["category"]
         right = pred == r["answer"]
         questions[sub]["n"] += 1
         questions[sub]["correct"] += right

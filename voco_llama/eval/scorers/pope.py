@@ -27,7 +27,7 @@ from ..answers import (
     load_answers,
     question_text,
 )
-from .base import pair, pct, summary, yes_no_gold
+from .base import missing_rule, output, pair, pct, summary, yes_no_gold
 
 
 def pope_yes_no(text: str) -> str:
@@ -97,13 +97,17 @@ def _pope_key(path, extra_file):
     return records, lambda a: questions.get(str(a["question_id"]))
 
 
-def score_pope(answers_path, annotation_path, *, extra_file=None, answered_only=False) -> dict:
+def score_pope(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
     records, answer_key = _pope_key(annotation_path, extra_file)
     where = f"{annotation_path}" + (f" via {extra_file}" if extra_file else "")
-    pairs, counts = pair(load_answers(answers_path), answers_path, records, answer_key, where, answered_only)
+    # LLaVA zips the answers it has with the labels: the official score is over the answers present.
+    missing = missing_rule(missing, official="skip")
+    pairs, counts = pair(load_answers(answers_path), answers_path, records, answer_key, where, missing)
     by_category = defaultdict(Counter)
-    for r, text in pairs:
-        gold_yes, pred_yes = r["answer"] == "yes", pope_yes_no(text) == "yes"
+    for r, answer in pairs:
+        gold_yes = r["answer"] == "yes"
+        # a missing answer scored wrong is the opposite of the label (not LLaVA's parse of "": "yes")
+        pred_yes = not gold_yes if answer is None else pope_yes_no(output(answer)) == "yes"
         outcome = ("TP" if pred_yes else "FN") if gold_yes else ("FP" if pred_yes else "TN")
         by_category[r["category"]][outcome] += 1
     categories = {}

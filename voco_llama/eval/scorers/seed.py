@@ -9,7 +9,7 @@ Keys: a generic key, or SEED-Bench JSON (``{"questions": [{"question_id", "answe
 from __future__ import annotations
 
 from ..answers import ScoringError, key_loader, load_answers, simple_key
-from .base import accuracy_summary, pair, pct
+from .base import accuracy_summary, missing_rule, output, pair, pct
 
 
 def _seed_records(data, path) -> list[dict]:
@@ -32,7 +32,7 @@ def _seed_key(path):
     return simple_key(path, _seed_records)
 
 
-def score_seed(answers_path, annotation_path, *, extra_file=None, answered_only=False, data_type=None) -> dict:
+def score_seed(answers_path, annotation_path, *, extra_file=None, missing="official", data_type=None) -> dict:
     if extra_file is not None:
         raise ScoringError("seed takes no extra file")
     records, answer_key = _seed_key(annotation_path)
@@ -44,7 +44,7 @@ def score_seed(answers_path, annotation_path, *, extra_file=None, answered_only=
         records,
         answer_key,
         str(annotation_path),
-        answered_only,
+        missing_rule(missing, official="wrong"),  # LLaVA's eval_single counts a missing question wrong
         keep=None if data_type is None else lambda r: r.get("data_type") == data_type,
     )
     summary = accuracy_summary(
@@ -56,7 +56,7 @@ def score_seed(answers_path, annotation_path, *, extra_file=None, answered_only=
         data_type=data_type or "all",
     )
     for kind in ("image", "video"):
-        subset = [text == r["answer"] for r, text in pairs if r.get("data_type") == kind]
+        subset = [output(a) == r["answer"] for r, a in pairs if r.get("data_type") == kind]
         if subset:
             summary["metrics"][f"accuracy_{kind}"] = pct(sum(subset), len(subset))
     return summary

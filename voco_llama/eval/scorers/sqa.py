@@ -24,7 +24,7 @@ from ..answers import (
     load_answers,
     read_json,
 )
-from .base import accuracy_summary, pair, pct
+from .base import accuracy_summary, missing_rule, output, pair, pct
 
 SQA_OPTIONS = ["A", "B", "C", "D", "E"]
 
@@ -80,19 +80,28 @@ def _sqa_key(path, extra_file, split):
     return records, lambda a: str(a["question_id"])
 
 
-def score_sqa(answers_path, annotation_path, *, extra_file=None, answered_only=False, split="test") -> dict:
+def score_sqa(answers_path, annotation_path, *, extra_file=None, missing="official", split="test") -> dict:
     records, answer_key = _sqa_key(annotation_path, extra_file, split)
+    # LLaVA's eval_science_qa.py counts a missing problem wrong in "Accuracy" but, its prompt having
+    # no <image>, leaves it out of "IMG-Accuracy" (the headline): both are kept here.
+    rule = missing_rule(missing, official="skip")
     pairs, counts = pair(
-        load_answers(answers_path), answers_path, records, answer_key, str(annotation_path), answered_only
+        load_answers(answers_path),
+        answers_path,
+        records,
+        answer_key,
+        str(annotation_path),
+        "skip" if missing == "answered" else "wrong",
     )
 
     def right(r, text):
         return sqa_letter(text, r["n_choices"]) == r["answer"]
 
-    image_pairs = [(r, text) for r, text in pairs if r["has_image"]]
+    image_pairs = [(r, a) for r, a in pairs if r["has_image"] and (a is not None or rule == "wrong")]
     if not image_pairs:
-        raise ScoringError(f"{annotation_path}: no image questions to score in split {split!r}")
+        raise ScoringError(f"{annotation_path}: no answered image questions to score in split {split!r}")
     summary = accuracy_summary("sqa", image_pairs, counts, right, "IMG accuracy (%)")
+    summary["n_scored"] = len(image_pairs)
     summary["metrics"]["n_image_questions"] = len(image_pairs)
-    summary["metrics"]["accuracy_all"] = pct(sum(right(r, text) for r, text in pairs), len(pairs))
+    summary["metrics"]["accuracy_all"] = pct(sum(a is not None and right(r, output(a)) for r, a in pairs), len(pairs))
     return summary

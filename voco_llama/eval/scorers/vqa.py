@@ -1,14 +1,22 @@
-"""VQAv2 and TextVQA: one normalisation and one soft accuracy, as the official ``m4c_evaluator.py``
-(EvalAIAnswerProcessor + the 10-annotator leave-one-out accuracy).
+"""VQAv2 and TextVQA: the 10-annotator leave-one-out soft accuracy, mean over the subsets of
+min(1, matches / 3), with each benchmark's own normalisation.
 
-The prediction and every annotator answer go through the EvalAI normalisation, then
-accuracy = mean over the leave-one-annotator-out subsets of min(1, matches / 3).
+- TextVQA, as LLaVA's ``m4c_evaluator.TextVQAAccuracyEvaluator``: the prediction and every
+  annotator answer go through EvalAI's normalisation (``vqa_normalize``).
+- VQAv2, as LLaVA's ``convert_vqav2_for_submission.py`` followed by the official VQA evaluator
+  (``vqaEval.py``): the prediction is EvalAI-normalised (the converter), then the evaluator's
+  punctuation and digit/article steps; the annotator answers are left as they are (real ones come
+  normalised) except that, when they disagree, the evaluator's punctuation step is applied to them
+  -- so ten annotators saying "two" do not match a prediction "2". The evaluator's punctuation list
+  differs from EvalAI's (it has ``:`` and ``'``, not ``{ } - !``).
 
-Keys: a generic key; for vqav2 the annotation JSON (``{"annotations": [{"question_id", "answers":
-[{"answer"}...], "answer_type"}]}``; ``answer_type`` is the reporting category); for textvqa
-TextVQA_0.5.1_val.json (``{"data": [{"question_id", "image_id", "question", "answers"}]}``),
-answers matched by ``question_id`` or, failing that, by (``image_id``, question from the
-``prompt``) as LLaVA's ``eval_textvqa.py`` does (its question file uses the image id as id).
+Keys: a generic key (``answers``: the annotator answers); for vqav2 the annotation JSON
+(``{"annotations": [{"question_id", "answers": [{"answer"}...], "answer_type"}]}``; ``answer_type``
+is the reporting category); for textvqa TextVQA_0.5.1_val.json (``{"data": [{"question_id",
+"image_id", "question", "answers"}]}``), answers matched by ``question_id`` or, failing that, by
+(``image_id``, question from the ``prompt``) as LLaVA's ``eval_textvqa.py`` does (its question file
+uses the image id as id). Two annotations with the same (image, question) are one question there
+(the later one's answers); here each still takes one answer, scored against those answers.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from ..answers import (
     read_json,
     simple_key,
 )
-from .base import accuracy_summary, pair
+from .base import accuracy_summary, missing_rule, pair
 
 _NUMBER_WORDS = {
     "none": "0",
@@ -43,7 +51,8 @@ _NUMBER_WORDS = {
     "ten": "10",
 }
 _ARTICLES = {"a", "an", "the"}
-_PUNCTUATION = (
+# Punctuation marks as EvalAI's answer processor lists them, and as the VQA evaluator does.
+_EVALAI_MARKS = (
     ";",
     "/",
     "[",
@@ -66,7 +75,8 @@ _PUNCTUATION = (
     "?",
     "!",
 )
-_DIGIT_COMMA_DIGIT = re.compile(r"(?<=\d),+(?=\d)")
+_VQA_EVAL_MARKS = (";", ":", "/", "'", "[", "]", '"', "(", ")", "=", "+", "\\", "_", ">", "<", "@", "`", ",", "?")
+_DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
 # The official pattern is r"(?!<=\d)(\.)(?!\d)": its "(?!<=\d)" is a look-ahead that always holds in
 # front of a ".", so it removes every period not followed by a digit. It is called as
 # sub("", text, re.UNICODE), which passes 32 as the *count*: at most 32 periods are removed.
@@ -99,26 +109,49 @@ def _contraction_table() -> dict[str, str]:
 _CONTRACTIONS = _contraction_table()
 
 
-@functools.lru_cache(maxsize=1 << 16)  # annotator answers repeat a lot ("yes", "2", ...)
-def vqa_normalize(text: str) -> str:
-    """EvalAI / VQA answer normalisation, step by step as m4c_evaluator.EvalAIAnswerProcessor."""
-    text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    original, digit_comma = text, _DIGIT_COMMA_DIGIT.search(text) is not None
-    for p in _PUNCTUATION:  # glued punctuation becomes a space, spaced punctuation disappears
-        spaced = p + " " in original or " " + p in original
-        text = text.replace(p, "" if spaced or digit_comma else " ")
-    text = _PERIOD.sub("", text, count=_PERIOD_COUNT)
+def _punctuation(text: str, marks: tuple[str, ...]) -> str:
+    """processPunctuation: glued marks become a space, spaced ones (or any, if the text has a
+    digit-comma-digit) disappear; then the periods not followed by a digit."""
+    out, drop = text, _DIGIT_COMMA_DIGIT.search(text) is not None
+    for p in marks:
+        out = out.replace(p, "" if drop or p + " " in text or " " + p in text else " ")
+    return _PERIOD.sub("", out, count=_PERIOD_COUNT)
+
+
+def _digit_article(text: str) -> str:
+    """processDigitArticle: lower-case, number words to digits, no articles, contractions fixed."""
     words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
     return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
 
 
-def vqa_soft_accuracy(prediction: str, gold_answers: list[str]) -> float:
-    """Mean over the leave-one-annotator-out subsets of min(1, matches / 3)."""
-    pred = vqa_normalize(prediction)
-    golds = [vqa_normalize(g) for g in gold_answers]
+def _whitespace(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+@functools.lru_cache(maxsize=1 << 16)  # annotator answers repeat a lot ("yes", "2", ...)
+def vqa_normalize(text: str) -> str:
+    """EvalAI / VQA answer normalisation, step by step as m4c_evaluator.EvalAIAnswerProcessor."""
+    text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    return _digit_article(_punctuation(_whitespace(text), _EVALAI_MARKS))
+
+
+def _soft_accuracy(pred: str, golds: list[str]) -> float:
     per_subset = [min(1.0, sum(g == pred for j, g in enumerate(golds) if j != i) / 3) for i in range(len(golds))]
     return sum(per_subset) / len(per_subset)
+
+
+def vqa_soft_accuracy(prediction: str, gold_answers: list[str]) -> float:
+    """TextVQA's accuracy: prediction and annotator answers EvalAI-normalised."""
+    return _soft_accuracy(vqa_normalize(prediction), [vqa_normalize(g) for g in gold_answers])
+
+
+def vqav2_accuracy(prediction: str, gold_answers: list[str]) -> float:
+    """VQAv2's accuracy: LLaVA's submission converter, then the official evaluator (module docstring)."""
+    pred = _digit_article(_punctuation(_whitespace(vqa_normalize(prediction)), _VQA_EVAL_MARKS))
+    golds = list(gold_answers)
+    if len(set(golds)) > 1:
+        golds = [_punctuation(g, _VQA_EVAL_MARKS) for g in golds]
+    return _soft_accuracy(pred, golds)
 
 
 def _vqav2_records(data, path) -> list[dict]:
@@ -165,43 +198,63 @@ def _textvqa_key(path):
         raise ScoringError(f"{path}: expected TextVQA JSON ({{'data': [...]}})")
     records, by_image_question = [], {}
     for item in data["data"]:
-        qid = str(item["question_id"])
-        records.append({"id": qid, "key": qid, "answers": item["answers"], "answer": None})
+        record = {"id": str(item["question_id"]), "answers": item["answers"], "answer": None}
         if "image_id" in item and "question" in item:
-            by_image_question[(str(item["image_id"]), item["question"].lower())] = qid
-    ids = {r["id"] for r in records}
+            record["image_question"] = (str(item["image_id"]), item["question"].lower())
+            by_image_question.setdefault(record["image_question"], []).append(record)
+        records.append(record)
+    by_id = {r["id"]: r for r in records}
+    for r in records:
+        same = by_image_question.get(r.get("image_question"), [r])
+        # eval_textvqa.py keys its annotations by (image, question): duplicates are one question,
+        # the later one's answers; LLaVA's file asks it once per annotation, so each takes an answer.
+        r["key"] = r["image_question"] if len(same) > 1 else r["id"]
+        r["answers"] = same[-1]["answers"]
 
     def answer_key(a):
         qid = str(a["question_id"])
-        if qid in ids:
-            return qid
-        return by_image_question.get((qid, textvqa_question(a.get("prompt") or "")))
+        if qid in by_id:
+            return by_id[qid]["key"]
+        same = by_image_question.get((qid, textvqa_question(a.get("prompt") or "")))
+        return same[0]["key"] if same else None
 
     return records, answer_key
 
 
-def _score_vqa(bench, answers_path, annotation_path, extra_file, answered_only) -> dict:
+def _score_vqa(bench, answers_path, annotation_path, extra_file, missing) -> dict:
     if extra_file is not None:
         raise ScoringError(f"{bench} takes no extra file")
     if bench == "vqav2":
         records, answer_key = _vqav2_key(annotation_path)
+        accuracy = vqav2_accuracy
+        # the submission converter sends "" for an unanswered question: wrong
+        missing = missing_rule(missing, official="wrong")
     else:
         records, answer_key = _textvqa_key(annotation_path)
+        accuracy = vqa_soft_accuracy
+        # eval_textvqa.py scores the answer lines it has
+        missing = missing_rule(missing, official="skip")
     pairs, counts = pair(
-        load_answers(answers_path), answers_path, records, answer_key, str(annotation_path), answered_only
+        load_answers(answers_path),
+        answers_path,
+        records,
+        answer_key,
+        str(annotation_path),
+        missing,
+        repeated_keys=bench == "textvqa",
     )
     return accuracy_summary(
         bench,
         pairs,
         counts,
-        lambda r, text: vqa_soft_accuracy(text, r["answers"] or [r["answer"]] * 10),
+        lambda r, text: accuracy(text, r["answers"] or [r["answer"]] * 10),
         "VQA soft accuracy (%)",
     )
 
 
-def score_vqav2(answers_path, annotation_path, *, extra_file=None, answered_only=False) -> dict:
-    return _score_vqa("vqav2", answers_path, annotation_path, extra_file, answered_only)
+def score_vqav2(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
+    return _score_vqa("vqav2", answers_path, annotation_path, extra_file, missing)
 
 
-def score_textvqa(answers_path, annotation_path, *, extra_file=None, answered_only=False) -> dict:
-    return _score_vqa("textvqa", answers_path, annotation_path, extra_file, answered_only)
+def score_textvqa(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
+    return _score_vqa("textvqa", answers_path, annotation_path, extra_file, missing)
