@@ -1,10 +1,14 @@
 """The VoCo cache file: size, round trip, placement anywhere, refusal of wrong or damaged files."""
 
 import json
+import os
+import stat
 import struct
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from voco_llama.core.cache import VoCoCache
 from voco_llama.core.presets import build_model
@@ -98,3 +102,72 @@ def test_wrong_number_of_images_is_a_clear_error(tiny):
     enc = encode_prompts([question_prompt("What?")], tok, model.config)
     with pytest.raises(InputError, match="1 images but the cache holds 3"):
         model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+
+
+def rewrite(source, target, edit, reseal=False):
+    """Copy a cache file with its header edited; `reseal` recomputes the checksum (a forger's edit)."""
+    with safe_open(str(source), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta)
+    if reseal:
+        meta["sha256"] = VoCoCache._checksum({k: v for k, v in meta.items() if k != "sha256"}, tensors)
+    save_file(tensors, str(target), metadata=meta)
+    return target
+
+
+def test_the_header_is_covered_by_the_checksum(tiny, tmp_path):
+    """An edited `positions` would re-rotate the keys elsewhere and silently change every answer."""
+    model, _, _, cache = tiny
+    good = cache.save(tmp_path / "good.voco")
+    shifted = rewrite(
+        good, tmp_path / "shifted.voco", lambda m: m.update(positions=json.dumps([p + 1 for p in cache.positions]))
+    )
+    with pytest.raises(InputError, match="shifted.voco: VoCo cache is corrupted or edited"):
+        VoCoCache.load(shifted, expected_fingerprint=model.fingerprint())
+    for field, value in (("layout", "natural"), ("num_vision", "17"), ("fingerprint", "0" * 64)):
+        edited = rewrite(good, tmp_path / f"{field}.voco", lambda m, f=field, v=value: m.update({f: v}))
+        with pytest.raises(InputError, match="checksum mismatch"):
+            VoCoCache.load(edited)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(positions="[16, 17"), "field 'positions' is malformed"),
+        (lambda m: m.update(positions='{"a": 1}'), "'positions' is not a list of integers"),
+        (lambda m: m.update(num_voco="four"), "field 'num_voco' is malformed"),
+        (lambda m: m.pop("layout"), "has no 'layout' field"),
+        (lambda m: m.pop("positions"), "has no 'positions' field"),
+        (lambda m: m.update(positions="[1, 2]"), "header is inconsistent"),
+        (lambda m: m.update(layout="spiral"), "header is inconsistent"),
+    ],
+)
+def test_a_bad_header_field_is_named(tiny, tmp_path, edit, message):
+    _, _, _, cache = tiny
+    bad = rewrite(cache.save(tmp_path / "good.voco"), tmp_path / "bad.voco", edit)
+    with pytest.raises(InputError, match=message):
+        VoCoCache.load(bad)
+
+
+def test_a_resealed_header_that_does_not_fit_the_tensors_is_refused(tiny, tmp_path):
+    _, _, _, cache = tiny
+    bad = rewrite(cache.save(tmp_path / "good.voco"), tmp_path / "bad.voco", lambda m: m.update(num_groups="5"), True)
+    with pytest.raises(InputError, match="tensors do not match its header"):
+        VoCoCache.load(bad)
+
+
+def test_a_cache_of_the_old_format_is_refused_with_what_to_do(tiny, tmp_path):
+    _, _, _, cache = tiny
+    old = rewrite(cache.save(tmp_path / "good.voco"), tmp_path / "old.voco", lambda m: m.update(format="voco-cache/1"))
+    with pytest.raises(InputError, match=r"old.voco: VoCo cache of format 'voco-cache/1'.*compress again"):
+        VoCoCache.load(old)
+
+
+def test_cache_files_follow_the_umask(tiny, tmp_path):
+    _, _, _, cache = tiny
+    previous = os.umask(0o022)
+    try:
+        path = cache.save(tmp_path / "c.voco")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

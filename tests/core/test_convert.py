@@ -14,6 +14,7 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
+from voco_llama.cli import main
 from voco_llama.core.convert import convert_original, from_llava_hf
 from voco_llama.core.presets import image_processor_for
 from voco_llama.core.tokenizer import build_tokenizer
@@ -39,21 +40,28 @@ def plain_tokenizer(*special):
     return build_tokenizer(["USER: hello ASSISTANT: a red circle</s>"] * 4, vocab_size=300, extra_special=special)
 
 
-def test_from_llava_hf_adds_voco_at_the_mean_and_keeps_the_model(tmp_path):
+def save_llava_hf(directory, bare=False):
+    """A tiny llava-hf checkpoint; `bare`: only `model.save_pretrained` (no tokenizer, no processor)."""
     tok = plain_tokenizer("<image>")
-    vocab = len(tok)
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(**VISION),
-        text_config=llama_config(vocab),
+        text_config=llama_config(len(tok)),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=16,
     )
     torch.manual_seed(0)
     llava = LlavaForConditionalGeneration(config).eval()
+    llava.save_pretrained(directory)
+    if not bare:
+        tok.save_pretrained(directory)
+        image_processor_for("clip", 32).save_pretrained(directory)
+    return llava, tok
+
+
+def test_from_llava_hf_adds_voco_at_the_mean_and_keeps_the_model(tmp_path):
     tok_path = tmp_path / "hf"
-    llava.save_pretrained(tok_path)
-    tok.save_pretrained(tok_path)
-    image_processor_for("clip", 32).save_pretrained(tok_path)
+    llava, tok = save_llava_hf(tok_path)
+    vocab = len(tok)
 
     model, tokenizer, _ = from_llava_hf(tok_path, num_voco=2)
     voco = model.config.voco_token_id
@@ -116,3 +124,47 @@ def test_convert_original_layout_maps_every_weight(tmp_path):
             model(input_ids=ids, attention_rule="causal").logits[..., :vocab] - llama(ids).logits
         ).abs().max() < 1e-5
     assert processor.crop_size == {"height": 32, "width": 32}
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_llava_hf_folders_get_one_line_saying_what_to_do(tmp_path, capsys):
+    save_llava_hf(tmp_path / "hf")
+    save_llava_hf(tmp_path / "bare", bare=True)
+    capsys.readouterr()  # the setup's own save bars
+    # as --model: refused with the command that converts it (it would load with a random LM)
+    ask = ["ask", "--model", str(tmp_path / "hf"), "--question", "q", "--route", "none"]
+    assert main(ask) == 2
+    assert f"voco convert --llava-hf {tmp_path / 'hf'} --out DIR" in one_error_line(capsys)
+    # a bare save_pretrained folder: named as lacking a tokenizer, not a sentencepiece traceback
+    assert main(["convert", "--llava-hf", str(tmp_path / "bare"), "--out", str(tmp_path / "out")]) == 2
+    assert "bare: no tokenizer (tokenizer.json or tokenizer.model)" in one_error_line(capsys)
+    # a typo is a missing local folder, never a hub lookup
+    assert main(["convert", "--llava-hf", str(tmp_path / "hff"), "--out", str(tmp_path / "out")]) == 2
+    assert one_error_line(capsys) == f"voco: error: {tmp_path / 'hff'}: llava-hf checkpoint folder not found"
+    assert not (tmp_path / "out").exists()
+    # and the real thing converts, then answers
+    assert main(["convert", "--llava-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert (
+        main(["ask", "--model", str(tmp_path / "out"), "--question", "q", "--route", "none", "--max-new-tokens", "2"])
+        == 0
+    )
+
+
+def test_convert_refuses_a_folder_holding_a_model_unless_overwrite(tmp_path, capsys):
+    save_llava_hf(tmp_path / "hf")
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "model.safetensors").write_bytes(b"weeks of training")
+    capsys.readouterr()
+    argv = ["convert", "--llava-hf", str(tmp_path / "hf"), "--out", str(trained)]
+    assert main(argv) == 2
+    assert "trained: folder is not empty; pass --overwrite" in one_error_line(capsys)
+    assert (trained / "model.safetensors").read_bytes() == b"weeks of training"
+    assert main([*argv, "--overwrite"]) == 0
+    assert (trained / "model.safetensors").read_bytes() != b"weeks of training"

@@ -6,9 +6,10 @@ positions the group was compressed at (`positions`); the model re-rotates them t
 group is placed in a prompt, which is exact because an isolated group is translation invariant.
 
 File: safetensors with `keys.{layer}` / `values.{layer}` tensors [groups, kv_heads, K, head_dim]
-and string metadata (format, K, N, dtype, layout, model fingerprint, positions, sha256 of the
-tensor bytes). Saving is atomic (temp file + rename); loading checks the checksum, so a truncated
-or corrupted file is refused whole, and checks the fingerprint against the model it is used with.
+and string metadata (format, K, N, dtype, layout, model fingerprint, positions, and a sha256 of the
+rest of the header and the tensor bytes). Saving is atomic (temp file + rename); loading checks
+every header field, the checksum (so a truncated, corrupted or edited file is refused whole: an
+edited `positions` would silently change answers) and the fingerprint against the model it is used with.
 """
 
 from __future__ import annotations
@@ -25,7 +26,21 @@ from safetensors.torch import save as safetensors_bytes
 from .errors import InputError
 from .files import write_atomic
 
-FORMAT = "voco-cache/1"
+# /2: the checksum covers the header as well as the tensors. /1 files (tensors only) are refused
+# rather than trusted: their header could have been edited unnoticed, and compressing again is cheap.
+FORMAT = "voco-cache/2"
+# header field -> how its string parses
+_FIELDS = {
+    "num_voco": int,
+    "num_vision": int,
+    "num_groups": int,
+    "num_layers": int,
+    "dtype": str,
+    "layout": str,
+    "positions": json.loads,
+    "fingerprint": str,
+}
+LAYOUTS = ("compact", "natural")
 
 
 def kv_bytes(config, tokens: int, bytes_per_value: int = 4) -> int:
@@ -103,8 +118,8 @@ class VoCoCache:
         return tensors
 
     @staticmethod
-    def _checksum(tensors: dict[str, torch.Tensor]) -> str:
-        digest = hashlib.sha256()
+    def _checksum(header: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+        digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
         for name in sorted(tensors):
             digest.update(name.encode())
             digest.update(tensors[name].view(torch.uint8).numpy().tobytes())
@@ -112,9 +127,8 @@ class VoCoCache:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = self._tensors()
-        metadata = {
+        header = {
             "format": FORMAT,
             "num_voco": str(self.num_voco),
             "num_vision": str(self.num_vision),
@@ -124,9 +138,8 @@ class VoCoCache:
             "layout": self.layout,
             "positions": json.dumps(self.positions),
             "fingerprint": self.fingerprint,
-            "sha256": self._checksum(tensors),
         }
-        write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
+        write_atomic(path, safetensors_bytes(tensors, metadata={**header, "sha256": self._checksum(header, tensors)}))
         return path
 
     @classmethod
@@ -141,20 +154,48 @@ class VoCoCache:
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise InputError(f"{path}: not a readable VoCo cache file ({err})") from None
         if meta.get("format") != FORMAT:
-            raise InputError(f"{path}: not a VoCo cache file (format {meta.get('format')!r})")
-        if cls._checksum(tensors) != meta.get("sha256"):
-            raise InputError(f"{path}: VoCo cache is corrupted (checksum mismatch)")
-        if expected_fingerprint is not None and meta["fingerprint"] != expected_fingerprint:
+            older = str(meta.get("format", "")).startswith("voco-cache/")
             raise InputError(
-                f"{path}: cache was made by a different model (fingerprint {meta['fingerprint'][:12]}, "
+                f"{path}: VoCo cache of format {meta['format']!r}, this version reads {FORMAT!r}; compress again"
+                if older
+                else f"{path}: not a VoCo cache file (format {meta.get('format')!r})"
+            )
+        header = _parse_header(path, meta)
+        if cls._checksum({k: v for k, v in meta.items() if k != "sha256"}, tensors) != meta.get("sha256"):
+            raise InputError(f"{path}: VoCo cache is corrupted or edited (checksum mismatch)")
+        if expected_fingerprint is not None and header["fingerprint"] != expected_fingerprint:
+            raise InputError(
+                f"{path}: cache was made by a different model (fingerprint {header['fingerprint'][:12]}, "
                 f"this model {expected_fingerprint[:12]})"
             )
-        layers = int(meta["num_layers"])
+        layers = range(header["num_layers"])
+        names = {f"{kind}.{i}" for kind in ("keys", "values") for i in layers}
+        groups_k = (header["num_groups"], header["num_voco"])
+        if set(tensors) != names or any(t.dim() != 4 or (t.shape[0], t.shape[2]) != groups_k for t in tensors.values()):
+            raise InputError(f"{path}: VoCo cache tensors do not match its header")
         return cls(
-            keys=[tensors[f"keys.{i}"] for i in range(layers)],
-            values=[tensors[f"values.{i}"] for i in range(layers)],
-            positions=json.loads(meta["positions"]),
-            num_vision=int(meta["num_vision"]),
-            fingerprint=meta["fingerprint"],
-            layout=meta["layout"],
+            keys=[tensors[f"keys.{i}"] for i in layers],
+            values=[tensors[f"values.{i}"] for i in layers],
+            positions=header["positions"],
+            num_vision=header["num_vision"],
+            fingerprint=header["fingerprint"],
+            layout=header["layout"],
         )
+
+
+def _parse_header(path: Path, meta: dict[str, str]) -> dict:
+    """The typed header fields; a missing or malformed one is named."""
+    header = {}
+    for name, parse in _FIELDS.items():
+        if name not in meta:
+            raise InputError(f"{path}: VoCo cache header has no {name!r} field")
+        try:
+            header[name] = parse(meta[name])
+        except ValueError:
+            raise InputError(f"{path}: VoCo cache header field {name!r} is malformed ({meta[name][:40]!r})") from None
+    positions = header["positions"]
+    if not (isinstance(positions, list) and all(type(p) is int for p in positions)):
+        raise InputError(f"{path}: VoCo cache header field 'positions' is not a list of integers")
+    if len(positions) != header["num_voco"] or header["layout"] not in LAYOUTS:
+        raise InputError(f"{path}: VoCo cache header is inconsistent (positions, num_voco, layout)")
+    return header

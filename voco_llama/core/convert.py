@@ -6,16 +6,16 @@ grow, and the new rows start at the mean of the existing rows, as the paper init
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPVisionModel, LlamaConfig
+from transformers import AutoConfig, CLIPVisionModel, LlamaConfig
 
 from .conversation import IMAGE_PLACEHOLDER, VOCO_PLACEHOLDER
 from .errors import InputError
 from .modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
+from .presets import load_image_processor, load_tokenizer, local_dir, read_config
 
 _NOT_CONFIG = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path")
 
@@ -41,26 +41,34 @@ def add_voco_token(model: VoCoLlavaForConditionalGeneration, tokenizer) -> None:
 
 
 def from_llava_hf(directory: str | Path, num_voco: int = 1, position_layout: str = "compact", dtype=None):
-    """Our model from an HF-format LLaVA checkpoint (LlavaForConditionalGeneration)."""
-    directory = Path(directory)
-    llava_config = AutoConfig.from_pretrained(directory)
-    if llava_config.model_type not in ("llava", "voco_llava"):
-        raise InputError(f"{directory}: not an HF LLaVA checkpoint (model_type {llava_config.model_type!r})")
+    """Our model from an HF-format LLaVA checkpoint folder (LlavaForConditionalGeneration)."""
+    directory = local_dir(directory, "llava-hf checkpoint")
+    model_type = read_config(directory).get("model_type")
+    if model_type not in ("llava", "voco_llava"):
+        raise InputError(f"{directory}: not an HF LLaVA checkpoint (model_type {model_type!r})")
+    tokenizer, image_processor = load_tokenizer(directory), load_image_processor(directory)
+    _weight_files(directory)
+    llava_config = AutoConfig.from_pretrained(directory, local_files_only=True)
     fields = {k: v for k, v in llava_config.to_dict().items() if k not in _NOT_CONFIG}
     fields.update(num_voco=num_voco, position_layout=position_layout)
     config = VoCoLlavaConfig(**fields)
-    model = VoCoLlavaForConditionalGeneration.from_pretrained(directory, config=config, dtype=dtype or torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = VoCoLlavaForConditionalGeneration.from_pretrained(
+        directory, config=config, dtype=dtype or torch.float32, local_files_only=True
+    )
     add_voco_token(model, tokenizer)
-    return model.eval(), tokenizer, AutoImageProcessor.from_pretrained(directory)
+    return model.eval(), tokenizer, image_processor
 
 
-def _load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+def _weight_files(directory: Path) -> list[Path]:
     files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
     if not files:
         raise InputError(f"{directory}: no *.safetensors or pytorch_model*.bin weights")
+    return files
+
+
+def _load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     state = {}
-    for f in files:
+    for f in _weight_files(directory):
         state.update(
             load_file(str(f)) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True)
         )
@@ -91,18 +99,18 @@ def convert_original(
     """Our model from an original-LLaVA-layout checkpoint (Llama weights with `model.mm_projector.*`,
     config with `mm_*` keys) plus its CLIP vision tower; `projector` adds a separate
     `mm_projector.bin` (a stage-1 adapter) when the checkpoint has none."""
-    llava_dir, vision_tower_dir = Path(llava_dir), Path(vision_tower_dir)
-    config_path = llava_dir / "config.json"
-    try:
-        raw = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"{config_path}: unreadable LLaVA config ({err})") from None
+    llava_dir = local_dir(llava_dir, "LLaVA checkpoint")
+    vision_tower_dir = local_dir(vision_tower_dir, "vision tower")
+    if projector is not None and not Path(projector).is_file():
+        raise InputError(f"{projector}: projector file not found")
+    raw = read_config(llava_dir)
     if raw.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
-        raise InputError(f"{config_path}: projector {raw['mm_projector_type']!r} is not mlp2x_gelu")
+        raise InputError(f"{llava_dir / 'config.json'}: projector {raw['mm_projector_type']!r} is not mlp2x_gelu")
     text_fields = {k: v for k, v in raw.items() if not k.startswith("mm_") and k in LlamaConfig.__dataclass_fields__}
     text_config = LlamaConfig(**text_fields)
-    tower = CLIPVisionModel.from_pretrained(vision_tower_dir, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(llava_dir)
+    tokenizer, image_processor = load_tokenizer(llava_dir), load_image_processor(vision_tower_dir)
+    read_config(vision_tower_dir)
+    tower = CLIPVisionModel.from_pretrained(vision_tower_dir, dtype=torch.float32, local_files_only=True)
     select = raw.get("mm_vision_select_feature", "patch")
     config = VoCoLlavaConfig(
         vision_config=tower.config,
@@ -127,4 +135,4 @@ def convert_original(
     if missing or unexpected:
         raise InputError(f"{llava_dir}: weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
     add_voco_token(model, tokenizer)
-    return model.eval(), tokenizer, AutoImageProcessor.from_pretrained(vision_tower_dir)
+    return model.eval(), tokenizer, image_processor

@@ -364,6 +364,11 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         last = _last_valid(query.valid)
         next_logits = logits[torch.arange(len(last)), last].float()
         next_position = q_positions.gather(1, last[:, None]) + 1
+        # Past the context the model never saw a position: refuse such a prompt, stop answers at its end.
+        used, context = int(next_position.max()), self.config.text_config.max_position_embeddings
+        if used >= context:
+            raise InputError(f"the prompt takes {used} positions; the model's context is {context}; shorten it")
+        max_new_tokens = min(max_new_tokens, context - used)
         order = int(key.order.max()) + 1
         batch = input_ids.shape[0]
         done = torch.zeros(batch, dtype=torch.bool, device=self.device)

@@ -7,6 +7,7 @@ downloaded. `tiny` exists so every code path runs in seconds on a CPU.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,20 +152,70 @@ def save_bundle(directory: str | Path, model, tokenizer, image_processor) -> Pat
     return directory
 
 
+def local_dir(directory: str | Path, what: str) -> Path:
+    """A folder that must exist here: a typo must not become a hub lookup (loads pass local_files_only)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: {what} folder not found")
+    return directory
+
+
+def read_config(directory: Path) -> dict:
+    """config.json of a checkpoint folder, as JSON."""
+    path = directory / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{directory}: not a model folder (no config.json)") from None
+    except (OSError, UnicodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: unreadable config ({err})") from None
+
+
+def load_tokenizer(directory: Path):
+    """The tokenizer saved in `directory`; a folder without one (a bare `model.save_pretrained`)
+    is named as such instead of failing deep inside a tokenizer backend."""
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise InputError(
+            f"{directory}: no tokenizer (tokenizer.json or tokenizer.model); save the processor or "
+            "tokenizer into the folder beside the model (processor.save_pretrained(DIR))"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise InputError(f"{directory}: cannot load its tokenizer ({err.__class__.__name__}: {err})") from None
+
+
+def load_image_processor(directory: Path):
+    try:
+        return AutoImageProcessor.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise InputError(
+            f"{directory}: no usable image processor (preprocessor_config.json): {err.__class__.__name__}"
+        ) from None
+
+
 def load_bundle(
     directory: str | Path, dtype=None, device=None, attn_implementation: str | None = None, **config_overrides
 ):
     """(model, tokenizer, image_processor) from a directory written by `save_bundle` or Trainer.
     `config_overrides` change the config before the weights load (new modules start fresh)."""
-    directory = Path(directory)
-    if not (directory / "config.json").is_file():
-        raise InputError(f"{directory}: not a model directory (no config.json)")
+    directory = local_dir(directory, "model")
+    model_type = read_config(directory).get("model_type")
+    if model_type == "llava":
+        raise InputError(
+            f"{directory}: an llava-hf checkpoint, not a VoCo model; convert it first: "
+            f"voco convert --llava-hf {directory} --out DIR"
+        )
+    if model_type != "voco_llava":
+        raise InputError(f"{directory}: not a VoCo model (model_type {model_type!r})")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if config_overrides:
-        config = VoCoLlavaConfig.from_pretrained(directory)
+        config = VoCoLlavaConfig.from_pretrained(directory, local_files_only=True)
         for key, value in config_overrides.items():
             setattr(config, key, value)
         kwargs["config"] = config
-    model = VoCoLlavaForConditionalGeneration.from_pretrained(directory, dtype=dtype or torch.float32, **kwargs)
-    model = model.to(device or "cpu").eval()
-    return model, AutoTokenizer.from_pretrained(directory), AutoImageProcessor.from_pretrained(directory)
+    tokenizer, image_processor = load_tokenizer(directory), load_image_processor(directory)
+    model = VoCoLlavaForConditionalGeneration.from_pretrained(
+        directory, dtype=dtype or torch.float32, local_files_only=True, **kwargs
+    )
+    return model.to(device or "cpu").eval(), tokenizer, image_processor

@@ -7,6 +7,7 @@ carries one `<image>` placeholder per image; `expand_image_tokens` turns each in
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,19 +21,39 @@ ASPECT_RATIOS = ("pad", "resize", "square", "original")  # LLaVA's --image_aspec
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
+# `pad` squares an image before the processor resizes it; an image whose longer side exceeds this many
+# times the processor's size is first shrunk so that the square stays small (a 12000x4 image would
+# otherwise become a 12000x12000 canvas). Normal images (LLaVA's 640x480 COCO) never are.
+PRESHRINK_FACTOR = 4
+# PIL warns about images above Image.MAX_IMAGE_PIXELS when it opens them; load_image refuses exactly
+# those with one line, so the warning would only add a second one.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def load_image(path: str | Path) -> Image.Image:
+    """An RGB image; more pixels than PIL's Image.MAX_IMAGE_PIXELS are refused before decoding
+    (opening is lazy), so a tiny file claiming a huge size costs no memory."""
+    limit = Image.MAX_IMAGE_PIXELS
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            width, height = image.size
+            if not limit or width * height <= limit:
+                return image.convert("RGB")
     except FileNotFoundError:
         raise InputError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise InputError(f"{path}: unreadable image ({err.__class__.__name__}: {err})") from None
+    raise InputError(f"{path}: image is {width}x{height} = {width * height:,} pixels, above the limit of {limit:,}")
 
 
-def pad_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """LLaVA's `--image_aspect_ratio pad`: centre the image on a square of its longer side."""
+def pad_to_square(image: Image.Image, background: tuple[int, int, int], max_side: int | None = None) -> Image.Image:
+    """LLaVA's `--image_aspect_ratio pad`: centre the image on a square of its longer side. With
+    `max_side`, a longer side above it is first shrunk to it (aspect kept, each side at least 1 px)."""
     width, height = image.size
+    if max_side is not None and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
     if width == height:
         return image
     side = max(width, height)
@@ -41,11 +62,19 @@ def pad_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image
     return canvas
 
 
+def _processor_side(image_processor) -> int:
+    """The largest side the processor resizes or crops to (CLIP: shortest_edge and crop, SigLIP: height/width)."""
+    sizes = [getattr(image_processor, name, None) for name in ("size", "crop_size")]
+    keys = ("shortest_edge", "longest_edge", "height", "width")
+    return max(side for size in sizes if size is not None for key in keys if isinstance(side := size.get(key), int))
+
+
 def process_images(images: list[Image.Image], image_processor, aspect_ratio: str = "pad") -> torch.Tensor:
     """pixel_values [n, 3, H, W]; `pad` squares each image in the processor's mean colour first."""
     if aspect_ratio == "pad":
         background = tuple(int(x * 255) for x in image_processor.image_mean)  # truncated, as LLaVA does
-        images = [pad_to_square(image, background) for image in images]
+        max_side = PRESHRINK_FACTOR * _processor_side(image_processor)
+        images = [pad_to_square(image, background, max_side) for image in images]
     elif aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"unknown image_aspect_ratio {aspect_ratio!r}")
     return image_processor(images=images, return_tensors="pt")["pixel_values"]

@@ -43,11 +43,30 @@ def read_video(path: str | Path, num_frames: int | None = 8, fps: float | None =
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            frames = [frame.to_image().convert("RGB") for frame in container.decode(stream)]
             rate = float(stream.average_rate or 0) or None
+            # the header's frame count, else the packets' (demuxing decodes nothing)
+            total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        step = max(1, round(rate / fps)) if fps and rate else None
+        count = None if step else num_frames
+        frames, decoded = _decode_sampled(path, sample_indices(total, count, step))
+        if decoded != total:  # the header miscounted: sample again over the frames that are there
+            frames, decoded = _decode_sampled(path, sample_indices(decoded, count, step))
     except (av.error.FFmpegError, IndexError, OSError) as err:
         raise InputError(f"{path}: unreadable video ({err})") from None
     if not frames:
         raise InputError(f"{path}: video has no frames")
-    step = max(1, round(rate / fps)) if fps and rate else None
-    return [frames[i] for i in sample_indices(len(frames), None if step else num_frames, step)]
+    return frames
+
+
+def _decode_sampled(path: Path, indices: list[int]) -> tuple[list[Image.Image], int]:
+    """The frames at `indices` as RGB images, and how many frames the file decodes to. Every frame
+    is decoded (a seek lands on a keyframe, not on a frame) but only the sampled ones are kept, so
+    memory does not grow with the video's length."""
+    import av
+
+    wanted, frames, decoded = set(indices), [], 0
+    with av.open(str(path)) as container:
+        for decoded, frame in enumerate(container.decode(container.streams.video[0]), 1):
+            if decoded - 1 in wanted:
+                frames.append(frame.to_image().convert("RGB"))
+    return frames, decoded
