@@ -1,16 +1,21 @@
 """VoCo-LLaMA vision compression for LLaVA-style models on Hugging Face transformers."""
 
-from .core.attention import label_tokens, layout_positions, voco_attention_mask
-from .core.cache import VoCoCache
-from .core.modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
-from .core.pipeline import VoCoPipeline
+import importlib
 
-__all__ = [
-    "VoCoCache",
-    "VoCoLlavaConfig",
-    "VoCoLlavaForConditionalGeneration",
-    "VoCoPipeline",
-    "label_tokens",
-    "layout_positions",
-    "voco_attention_mask",
-]
+# Imported on first use, so that `voco --help` and the verbs that need no model never pay for torch.
+_EXPORTS = {
+    "VoCoCache": "core.cache",
+    "VoCoLlavaConfig": "core.modeling",
+    "VoCoLlavaForConditionalGeneration": "core.modeling",
+    "VoCoPipeline": "core.pipeline",
+    "label_tokens": "core.attention",
+    "layout_positions": "core.attention",
+    "voco_attention_mask": "core.attention",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ..core.errors import InputError
+from ..core.errors import InputError, positive_float, positive_int
 from ..core.pipeline import ROUTES
 
 
@@ -14,19 +14,13 @@ def _ask_command(args) -> int:
     from ..core.pipeline import VoCoPipeline
     from ..core.video import read_video
 
-    pipe = VoCoPipeline.from_pretrained(args.model)
     if args.cache and args.route != "cache":
         raise InputError("--cache answers from the cache; use --image with --route masked/full")
+    if args.route != "none" and not (args.image or args.video or args.cache):
+        raise InputError("give --image IMG, --video VIDEO or --cache FILE (or --route none)")
+    pipe = VoCoPipeline.from_pretrained(args.model)
     cache = pipe.load_cache(args.cache) if args.cache else None
-    images = args.image or None
-    if args.video:
-        images = read_video(args.video, args.num_frames, args.fps)
-    if (
-        images is None
-        and args.route in ("masked", "full")
-        or (cache is None and images is None and args.route == "cache")
-    ):
-        raise InputError("give --image IMG (or --cache FILE for --route cache)")
+    images = read_video(args.video, args.num_frames, args.fps) if args.video else args.image
     answer = pipe.ask(
         args.question,
         cache=cache,
@@ -48,19 +42,22 @@ def _ask_command(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("ask", help="answer a question about an image or a cache")
-    p.add_argument("--model", required=True)
-    p.add_argument("--image", nargs="+")
-    p.add_argument("--video", help="a video file or a folder of frames")
-    p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--fps", type=float)
-    p.add_argument("--cache")
+    p = subparsers.add_parser(
+        "ask", description="Answer a question about an image, a video (a group per frame) or a VoCo cache file."
+    )
+    p.add_argument("--model", required=True, help="a VoCo model folder")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--image", nargs="+", help="one or more images")
+    source.add_argument("--video", help="a video file or a folder of frames")
+    source.add_argument("--cache", help="a cache file from voco compress (route cache)")
+    p.add_argument("--num-frames", type=positive_int, default=8, help="frames sampled uniformly from --video")
+    p.add_argument("--fps", type=positive_float, help="sample --video at this rate instead of --num-frames")
     p.add_argument("--question", required=True)
     p.add_argument(
         "--route", "--path", dest="route", choices=ROUTES, default="cache", help="how the answer reaches the image"
     )
-    p.add_argument("--num-voco", type=int)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--json", action="store_true", help="answer, token ids and their log-probabilities")
+    p.add_argument("--num-voco", type=positive_int, help="K: <voco> tokens per image (default: the model's)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128, help="at most this many answer tokens")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
+    p.add_argument("--json", action="store_true", help="print answer, token ids and their log-probabilities")
     p.set_defaults(func=_ask_command)

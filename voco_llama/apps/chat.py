@@ -2,7 +2,9 @@
 
 Commands: /image PATH (switch image), /video PATH (switch video), /stats (cache bytes vs
 full-token bytes, timings), /save FILE (write the cache), /reset (forget the conversation),
-/quit. Each turn re-reads only text against the cache: the image is never seen again.
+/quit. Each turn re-reads only text against the cache: the image is never seen again. A bad
+command or file is one line and the session goes on; Ctrl-C stops an answer (or, at the prompt,
+only clears the line), Ctrl-D or /quit ends the chat.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ import time
 from transformers import TextStreamer
 
 from ..core.cache import kv_bytes
-from ..core.errors import InputError
+from ..core.errors import InputError, positive_int
 from ..core.processing import place_images
+
+COMMANDS = "commands: /image PATH, /video PATH, /stats, /save FILE, /reset, /quit (or Ctrl-D)"
 
 
 class _TimedStreamer(TextStreamer):
-    """Prints tokens as they come and remembers when the first one arrived."""
+    """Prints tokens as they come (without the space a tokenizer puts before the first word, as the
+    final answer has none) and remembers when the first one arrived."""
 
     def __init__(self, tokenizer, out):
         super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
         self.first = None
         self.out = out
+        self.started = False
 
     def put(self, value):
         if self.first is None:
@@ -31,6 +37,9 @@ class _TimedStreamer(TextStreamer):
         super().put(value)
 
     def on_finalized_text(self, text: str, stream_end: bool = False):
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
         print(text, end="" if not stream_end else "\n", flush=True, file=self.out)
 
 
@@ -90,26 +99,45 @@ class ChatSession:
         if not line:
             return True
         command, _, rest = line.partition(" ")
+        rest = rest.strip()
         try:
             if command in ("/quit", "/exit"):
                 return False
+            if command in ("/image", "/video", "/save") and not rest:
+                raise InputError(f"{command} needs a file name: {command} {'FILE' if command == '/save' else 'PATH'}")
             if command == "/image":
-                self.load(image=rest.strip())
+                self.load(image=rest)
             elif command == "/video":
-                self.load(video=rest.strip())
+                self.load(video=rest)
             elif command == "/stats":
                 print(self.stats_line(), file=self.out)
             elif command == "/save":
-                print(f"[saved {self.cache.save(rest.strip())}]", file=self.out)
+                print(f"[saved {self.cache.save(rest)}]", file=self.out)
             elif command == "/reset":
                 self.history = []
             elif command.startswith("/"):
-                print("commands: /image PATH, /video PATH, /stats, /save FILE, /reset, /quit", file=self.out)
+                print(COMMANDS, file=self.out)
             else:
                 self.ask(line)
         except InputError as err:
             print(f"voco: error: {err}", file=self.out)
         return True
+
+
+def run_chat(session: ChatSession, lines, interactive: bool = False) -> int:
+    """Read lines until /quit or the end of input (Ctrl-D). Ctrl-C abandons the answer being
+    written (the conversation keeps every earlier turn) or the line being typed; it never ends
+    the session or its cache."""
+    print(COMMANDS, file=session.out)
+    while True:
+        try:
+            if interactive:
+                print("> ", end="", flush=True, file=session.out)
+            line = lines.readline()
+            if not line or not session.handle(line):
+                return 0
+        except KeyboardInterrupt:
+            print("\n[interrupted; /quit or Ctrl-D to leave]", file=session.out)
 
 
 def _chat_command(args) -> int:
@@ -118,23 +146,20 @@ def _chat_command(args) -> int:
     pipe = VoCoPipeline.from_pretrained(args.model)
     session = ChatSession(pipe, args.num_frames, args.max_new_tokens, args.temperature)
     session.load(image=args.image, video=args.video, cache_file=args.cache)
-    interactive = sys.stdin.isatty()
-    while True:
-        if interactive:
-            print("> ", end="", flush=True)
-        line = sys.stdin.readline()
-        if not line or not session.handle(line):
-            return 0
+    return run_chat(session, sys.stdin, sys.stdin.isatty())
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("chat", help="a multi-turn conversation about one image or video")
-    p.add_argument("--model", required=True)
+    p = subparsers.add_parser(
+        "chat",
+        description="A conversation about one image or video, compressed once; answers are streamed. " + COMMANDS,
+    )
+    p.add_argument("--model", required=True, help="a VoCo model folder")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image")
-    source.add_argument("--video")
-    source.add_argument("--cache")
-    p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
+    source.add_argument("--image", help="an image")
+    source.add_argument("--video", help="a video file or a folder of frames")
+    source.add_argument("--cache", help="a cache file from voco compress")
+    p.add_argument("--num-frames", type=positive_int, default=8, help="frames sampled uniformly from a video")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="at most this many tokens per answer")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
     p.set_defaults(func=_chat_command)

@@ -10,7 +10,8 @@ import os
 
 import torch
 
-from ..core.errors import InputError
+from ..core.errors import InputError, positive_int
+from ..core.presets import PRESETS
 
 BENCH_VARIANTS = ("voco", "causal", "plain")  # our rule; our forward with the causal rule; stock LLaVA forward
 
@@ -114,8 +115,6 @@ def bench_train(preset: str = "tiny", seqs=(None, 2048), steps: int = 5, num_voc
     group plus 32 text tokens)."""
     import multiprocessing as mp
 
-    from ..core.presets import PRESETS
-
     p = PRESETS[preset]
     toy = (p.image_size // p.patch_size) ** 2 + num_voco + 32
     ctx = mp.get_context("spawn")
@@ -151,8 +150,8 @@ def _bench_command(args) -> int:
 
 def register_cli(subparsers) -> None:
     b = subparsers.add_parser("bench-train", help="step time and peak memory of a training step: VoCo rule vs causal")
-    b.add_argument("--preset", default="tiny")
+    b.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset")
     b.add_argument("--seq", type=int, nargs="+", default=[0, 2048], help="sequence lengths (0 = the toy shape)")
-    b.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after one warm-up)")
-    b.add_argument("--num-voco", type=int, default=1)
+    b.add_argument("--steps", type=positive_int, default=5, help="timed steps per measurement (after one warm-up)")
+    b.add_argument("--num-voco", type=positive_int, default=1, help="K: <voco> tokens per image")
     b.set_defaults(func=_bench_command)

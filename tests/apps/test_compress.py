@@ -1,0 +1,43 @@
+"""`voco compress --images`: resumable, but only over caches this model could use."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from voco_llama.cli import main
+from voco_llama.core.cache import VoCoCache
+from voco_llama.core.pipeline import VoCoPipeline
+
+
+def test_stale_or_damaged_caches_are_compressed_again(tmp_path, tiny_model_dir, capsys):
+    model, other = str(tiny_model_dir()), str(tiny_model_dir(seed=1))
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(4):
+        Image.new("RGB", (40, 30), (60 * i, 100, 200 - 40 * i)).save(images / f"{i}.png")
+    out = tmp_path / "caches"
+    run = ["compress", "--images", str(images), "--out", str(out)]
+    assert main(["compress", "--model", other, *run[1:]]) == 0  # all four made by another model
+    truncated = (out / "1.png.voco").read_bytes()
+    assert main(["compress", "--model", model, "--images", str(images / "0.png"), "--out", str(out)]) == 0
+    (out / "1.png.voco").write_bytes(truncated[: len(truncated) // 2])
+    assert (
+        main(["compress", "--model", model, "--images", str(images / "2.png"), "--out", str(out), "--num-voco", "2"])
+        == 0
+    )
+    capsys.readouterr()
+
+    assert main(["compress", "--model", model, *run[1:]]) == 0
+    captured = capsys.readouterr()
+    assert f"{out}: 3 compressed, 1 already done, 0 unreadable" in captured.out
+    assert "voco: redoing " + str(out / "1.png.voco") + ": not a readable VoCo cache file" in captured.err
+    assert "3.png.voco: cache was made by a different model" in captured.err
+    assert "2.png.voco: made with K=2, not 1" in captured.err
+    pipe = VoCoPipeline.from_pretrained(model)
+    fingerprint = pipe.model.fingerprint()
+    for i in range(4):  # every file now loads as this model's cache, equal to compressing afresh
+        cache = VoCoCache.load(out / f"{i}.png.voco", expected_fingerprint=fingerprint)
+        fresh = pipe.compress([images / f"{i}.png"])
+        assert all((a - b).abs().max() < 1e-6 for a, b in zip(cache.keys + cache.values, fresh.keys + fresh.values))
+    assert main(["compress", "--model", model, *run[1:]]) == 0
+    assert "0 compressed, 4 already done" in capsys.readouterr().out

@@ -1,0 +1,230 @@
+"""Bad input to every verb: exit code 2 and one line on stderr naming the file, record or field.
+
+Each row of TABLE is (verb, argv, what the line must say); `{name}` in argv is a path from the
+`files` fixture. Rows run `voco_llama.cli.main` in-process. Also here: `voco --help` in under a
+second, `--version`, both flag spellings, defaults in the help."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import pytest
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from voco_llama.cli import VERBS, main
+from voco_llama.core.presets import build_model, save_bundle
+
+
+def png_claiming(path, width, height):
+    """A few-byte PNG whose header claims width x height (what a decompression bomb looks like)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def rewrite_header(source, target, edit):
+    """Copy a cache file with its string header changed by `edit(meta)` (tensors as they were)."""
+    with safe_open(str(source), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta)
+    save_file(tensors, str(target), metadata=meta)
+    return target
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_model_dir):
+    d = tmp_path_factory.mktemp("bad")
+    model = tiny_model_dir()
+    paths = {"d": d, "model": model, "missing": d / "missing"}
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(d / "img.png")
+    paths["img"] = d / "img.png"
+    paths["bomb"] = png_claiming(d / "bomb.png", 20000, 20000)  # above 2x PIL's limit: PIL's own error
+    paths["big"] = png_claiming(d / "big.png", 10000, 10000)  # above PIL's limit, below 2x
+    (d / "bad.png").write_bytes(b"not an image")
+    paths["bad"] = d / "bad.png"
+    (d / "nonempty").mkdir()
+    (d / "nonempty" / "model.safetensors").write_bytes(b"trained weights")
+    paths["nonempty"] = d / "nonempty"
+    # a model whose context is 64 positions: a long question cannot fit
+    short, tok, ip = build_model("tiny")
+    short.config.text_config.max_position_embeddings = 64
+    paths["short_model"] = save_bundle(d / "short", short, tok, ip)
+    paths["long_question"] = " ".join(["red circle left"] * 40)
+    # a good cache (this also warms up every import, so no first-import notice lands in a row)
+    assert main(["compress", "--model", str(model), "--image", str(d / "img.png"), "--out", str(d / "c.voco")]) == 0
+    cache = d / "c.voco"
+    paths["edited"] = rewrite_header(cache, d / "edited.voco", lambda m: m.update(positions="[99]"))
+    paths["badjson"] = rewrite_header(cache, d / "badjson.voco", lambda m: m.update(positions="[16,"))
+    paths["nolayout"] = rewrite_header(cache, d / "nolayout.voco", lambda m: m.pop("layout"))
+    paths["oldformat"] = rewrite_header(cache, d / "old.voco", lambda m: m.update(format="voco-cache/1"))
+    (d / "train.json").write_text("[]")
+    (d / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "img.png", "text": "What?"}) + "\n")
+    for verb in VERBS:  # import every verb module now: a first import may print a notice
+        main([verb, "--help"])
+    return paths
+
+
+TABLE = [
+    ("top", ["nosuchverb"], "invalid choice: 'nosuchverb'"),
+    ("top", [], "required: VERB"),
+    ("init", ["init", "--preset", "foo", "--out", "{d}/x"], "invalid choice: 'foo' (choose from 'llava15-geometry', "),
+    ("init", ["init", "--out", "{nonempty}"], "nonempty: folder is not empty; pass --overwrite"),
+    ("init", ["init", "--out", "{img}"], "img.png: is a file"),
+    ("init", ["init", "--num-voco", "0", "--out", "{d}/y"], "argument --num-voco: must be at least 1, got 0"),
+    ("convert", ["convert", "--llava-hf", "{missing}", "--out", "{d}/z"], "missing: llava-hf checkpoint folder not"),
+    ("convert", ["convert", "--llava-hf", "{model}", "--out", "{nonempty}"], "nonempty: folder is not empty"),
+    ("convert", ["convert", "--llava", "{model}", "--out", "{d}/z"], "--vision-tower is required"),
+    ("convert", ["convert", "--llava", "{missing}", "--vision-tower", "{model}", "--out", "{d}/z"], "missing: LLaVA"),
+    ("compress", ["compress", "--model", "{model}", "--image", "{img}", "--out", "{d}"], "is a folder; give a file"),
+    ("compress", ["compress", "--model", "{model}", "--image", "{img}", "--out", "{img}/c.voco"], "is not a folder"),
+    ("compress", ["compress", "--model", "{model}", "--images", "{d}", "--out", "{img}"], "img.png: is a file"),
+    (
+        "compress",
+        ["compress", "--model", "{model}", "--image", "{img}", "--out", "{d}/n.voco", "--num-voco", "0"],
+        "--num-voco: must",
+    ),
+    (
+        "compress",
+        ["compress", "--model", "{model}", "--video", "{d}", "--num-frames", "0", "--out", "{d}/v"],
+        "at least 1",
+    ),
+    ("compress", ["compress", "--model", "{model}", "--images", "{d}", "--out", "{d}/o", "--batch-size", "0"], "batch"),
+    (
+        "compress",
+        ["compress", "--model", "{model}", "--image", "{bomb}", "--out", "{d}/b.voco"],
+        "bomb.png: unreadable",
+    ),
+    ("compress", ["compress", "--model", "{model}", "--image", "{bad}", "--out", "{d}/b.voco"], "bad.png: unreadable"),
+    ("ask", ["ask", "--model", "{model}", "--image", "{big}", "--question", "q"], "big.png: image is 10000x10000"),
+    ("ask", ["ask", "--model", "{model}", "--image", "{img}", "--video", "{d}", "--question", "q"], "not allowed"),
+    ("ask", ["ask", "--model", "{model}", "--image", "{img}", "--question", "q", "--max-new-tokens", "0"], "tokens"),
+    ("ask", ["ask", "--model", "{model}", "--image", "{img}", "--question", "q", "--num_voco", "-1"], "got -1"),
+    ("ask", ["ask", "--model", "{model}", "--video", "{d}", "--question", "q", "--fps", "0"], "--fps: must be above"),
+    ("ask", ["ask", "--model", "{model}", "--question", "q"], "give --image IMG"),
+    ("ask", ["ask", "--model", "{missing}", "--image", "{img}", "--question", "q"], "missing: model folder not found"),
+    ("ask", ["ask", "--model", "{short_model}", "--image", "{img}", "--question", "{long_question}"], "context is 64"),
+    (
+        "ask",
+        ["ask", "--model", "{model}", "--cache", "{edited}", "--question", "q"],
+        "edited.voco: VoCo cache is corru",
+    ),
+    ("ask", ["ask", "--model", "{model}", "--cache", "{badjson}", "--question", "q"], "'positions' is malformed"),
+    ("ask", ["ask", "--model", "{model}", "--cache", "{nolayout}", "--question", "q"], "has no 'layout' field"),
+    ("ask", ["ask", "--model", "{model}", "--cache", "{oldformat}", "--question", "q"], "'voco-cache/1'"),
+    ("chat", ["chat", "--model", "{model}", "--image", "{missing}.png"], "missing.png: image not found"),
+    ("chat", ["chat", "--model", "{model}", "--image", "{img}", "--max-new-tokens", "0"], "--max-new-tokens: must"),
+    (
+        "train",
+        [
+            "train",
+            "--model_name_or_path",
+            "{model}",
+            "--data_path",
+            "{missing}.json",
+            "--image_folder",
+            "{d}",
+            "--output_dir",
+            "{d}/run",
+        ],
+        "missing.json: data file not found",
+    ),
+    (
+        "data check",
+        ["data", "check", "--data-path", "{d}/q.jsonl", "--image-folder", "{missing}", "--model", "{model}"],
+        "missing: image folder not found",
+    ),
+    (
+        "eval",
+        ["eval", "--model", "{model}", "--question-file", "{missing}.jsonl", "--answers-file", "{d}/a.jsonl"],
+        "missing.jsonl",
+    ),
+    (
+        "score",
+        ["score", "pope", "--answers-file", "{missing}.jsonl", "--annotation-file", "{missing}.jsonl"],
+        "missing.jsonl",
+    ),
+    (
+        "retention",
+        ["retention", "--upper", "{missing}.json", "--lower", "{missing}.json", "--method", "v={missing}.json"],
+        "missing.json",
+    ),
+    ("bench", ["bench", "--model", "{missing}", "--out", "{d}/bench"], "missing: model folder not found"),
+    ("bench-train", ["bench-train", "--preset", "foo"], "invalid choice: 'foo'"),
+    ("demo", ["demo", "--preset", "foo", "--out", "{d}/demo"], "'foo'"),
+]
+
+
+@pytest.mark.parametrize(("verb", "argv", "expected"), TABLE, ids=[f"{r[0]}: {r[2][:40]}" for r in TABLE])
+def test_bad_input_is_one_line_and_exit_2(files, capsys, verb, argv, expected):
+    capsys.readouterr()
+    argv = [a.format(**files) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("voco: error: ") and expected in err[0], err[0]
+
+
+def test_every_verb_has_a_row():
+    assert {row[0] for row in TABLE} >= {"data check"} | (set(VERBS) - {"data"})
+
+
+def test_help_is_fast_and_imports_no_verb(tmp_path):
+    code = (
+        "import sys, time; t = time.perf_counter(); from voco_llama.cli import main; main(['--help']); "
+        "print(time.perf_counter() - t, 'torch' in sys.modules)"
+    )
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - start
+    seconds, torch_loaded = out.strip().splitlines()[-1].split()
+    assert torch_loaded == "False"
+    assert wall < 1.0, f"voco --help took {wall:.2f} s (in-process {float(seconds):.2f} s)"
+    for verb in VERBS:
+        assert verb in out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == "voco 0.1.0"
+
+
+def test_both_spellings_and_defaults_in_help(files, capsys):
+    out = files["d"] / "spell.voco"
+    argv = ["compress", "--model", str(files["model"]), "--image", str(files["img"]), "--num_voco", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    from voco_llama.core.cache import VoCoCache
+
+    assert VoCoCache.load(out).num_voco == 2
+    capsys.readouterr()
+    assert main(
+        [
+            "data",
+            "check",
+            "--data-path",
+            str(files["d"] / "train.json"),
+            "--image-folder",
+            str(files["d"]),
+            "--tokenizer",
+            str(files["model"]),
+            "--num-voco",
+            "1",
+        ]
+    ) in (0, 1)
+    capsys.readouterr()
+    for verb in ("init", "ask", "compress", "convert", "chat"):
+        assert main([verb, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "(default:" in text and "--num-frames" in text or "--num-voco" in text, verb
+        assert "--num_" not in text, verb  # the other spelling parses but is not shown
