@@ -90,7 +90,7 @@ def format_retention(report: dict) -> str:
 # ---- the verbs -------------------------------------------------------------------------------
 
 
-def _run_cli(work: Callable[[], None]) -> int:
+def run_cli(work: Callable[[], None]) -> int:
     """Run a command body; print its warnings as single lines. Unreadable files become an
     InputError (ScoringError is one), which the `voco` command turns into one line and exit 2."""
     with warnings.catch_warnings(record=True) as caught:
@@ -117,7 +117,7 @@ def _cmd_score(args) -> int:
         if args.out:
             write_json_atomic(args.out, summary)
 
-    return _run_cli(work)
+    return run_cli(work)
 
 
 def _parse_method(spec: str) -> tuple[str, list[str]]:
@@ -138,7 +138,7 @@ def _cmd_retention(args) -> int:
         if args.out:
             write_json_atomic(args.out, report)
 
-    return _run_cli(work)
+    return run_cli(work)
 
 
 def register_cli(subparsers) -> None:

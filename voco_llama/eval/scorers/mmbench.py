@@ -68,6 +68,19 @@ def _is_none(value) -> bool:
     return value is None or str(value).strip().lower() in ("", "nan", "none")
 
 
+def read_tsv(path) -> list[dict]:
+    """The rows of an MMBench TSV (columns index, question, A, B, ..., answer, ...)."""
+    old_limit = csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # rows carry base64 images
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    finally:
+        csv.field_size_limit(old_limit)
+    if not rows or not {"index", "A", "B"} <= rows[0].keys():
+        raise ScoringError(f"{path}: expected an MMBench TSV with columns index, A, B, ..., answer")
+    return rows
+
+
 @key_loader("MMBench answer key")
 def _mmbench_key(path, answers):
     if is_generic_key(path):
@@ -86,14 +99,9 @@ def _mmbench_key(path, answers):
             r["group"] = str(r["group"]) if r["group"] is not None else r["id"]
         return records, generic_matching(records, path)
 
-    old_limit = csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # rows carry base64 images
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-    finally:
-        csv.field_size_limit(old_limit)
-    if not rows or not {"index", "answer", "A", "B"} <= rows[0].keys():
-        raise ScoringError(f"{path}: expected an MMBench TSV with columns index, A, B, ..., answer")
+    rows = read_tsv(path)
+    if "answer" not in rows[0]:
+        raise ScoringError(f"{path}: an MMBench TSV without an 'answer' column (a test split) cannot be scored locally")
     n_rounds = 1 + max((int(a.get("round_id") or 0) for a in answers), default=0)
     records = []
     for row in rows:
