@@ -1,4 +1,5 @@
-"""`voco eval`: LLaVA answer files, compress once / ask many, sharding, resume."""
+"""`voco eval`: LLaVA answer files, compress once / ask many, sharding, resume only what the same
+run started, text-only and mixed questions, LLaVA's ScienceQA file."""
 
 import json
 
@@ -50,7 +51,7 @@ def test_resume_repairs_a_torn_line_and_never_duplicates(setup):
     summary = run_eval(pipe, d / "q.jsonl", out, d, mode="none", max_new_tokens=3)
     assert summary["skipped_already_answered"] == 2 and summary["answered"] == 3
     assert [a["question_id"] for a in lines(out)] == [0, 1, 2, 3, 4]
-    assert run_eval(pipe, d / "q.jsonl", out, d, mode="none")["answered"] == 0
+    assert run_eval(pipe, d / "q.jsonl", out, d, mode="none", max_new_tokens=3)["answered"] == 0
 
 
 def test_chunks_cover_the_file_like_llava():
@@ -78,3 +79,116 @@ def test_cli_missing_image_exits_2(setup, tmp_path, capsys):
         ]
     )
     assert code == 2 and "gone.png" in capsys.readouterr().err
+
+
+def eval_args(model, tmp_path, *extra):
+    return [
+        "eval",
+        "--model",
+        str(model),
+        "--question-file",
+        str(tmp_path / "q.jsonl"),
+        "--image-folder",
+        str(tmp_path),
+        "--answers-file",
+        str(tmp_path / "a.jsonl"),
+        "--max-new-tokens",
+        "2",
+        *extra,
+    ]
+
+
+def test_resume_only_the_run_that_started_the_file(setup, tiny_model_dir, tmp_path, capsys):
+    # Issue 17: a re-run with another model or mode kept the old answers ("answered 0, skipped 96").
+    d, _ = setup
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes((d / name).read_bytes())
+    (tmp_path / "q.jsonl").write_text((d / "q.jsonl").read_text())
+    model, other = tiny_model_dir(num_voco=2), tiny_model_dir(num_voco=2, seed=1)
+    assert main(eval_args(model, tmp_path, "--mode", "masked")) == 0
+    first = (tmp_path / "a.jsonl").read_text()
+    meta = json.loads((tmp_path / "a.jsonl.meta.json").read_text())
+    assert (meta["mode"], meta["num_voco"], meta["max_new_tokens"]) == ("masked", 2, 2)
+    capsys.readouterr()
+    for extra in (["--mode", "voco"], ["--mode", "masked", "--num-voco", "1"]):
+        assert main(eval_args(model, tmp_path, *extra)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("voco: error: ") and "started by another run" in err and "--overwrite" in err
+        assert len(err.strip().splitlines()) == 1
+    assert main([*eval_args(other, tmp_path, "--mode", "masked")]) == 2
+    assert "model_fingerprint" in capsys.readouterr().err
+    assert (tmp_path / "a.jsonl").read_text() == first  # nothing appended, nothing lost
+    assert main(eval_args(model, tmp_path, "--mode", "masked")) == 0  # the same run resumes
+    assert json.loads(capsys.readouterr().out)["skipped_already_answered"] == 5
+    assert main(eval_args(other, tmp_path, "--mode", "voco", "--overwrite")) == 0
+    assert json.loads(capsys.readouterr().out)["answered"] == 5
+    assert len(lines(tmp_path / "a.jsonl")) == 5
+    assert json.loads((tmp_path / "a.jsonl.meta.json").read_text())["mode"] == "voco"
+    # an answers file nobody recorded (an older run, another tool) is not appended to
+    (tmp_path / "a.jsonl.meta.json").unlink()
+    assert main(eval_args(other, tmp_path, "--mode", "voco")) == 2
+    assert "no a.jsonl.meta.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--max-new-tokens", "0"), ("--batch-size", "0"), ("--num-voco", "-1")])
+def test_eval_refuses_counts_below_1(tmp_path, tiny_model_dir, capsys, flag, value):
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question_id": 1, "text": "Q?"}) + "\n")
+    assert main([*eval_args(tiny_model_dir(), tmp_path), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voco: error: ") and flag in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_text_only_image_and_video_questions_in_one_batch(setup, tmp_path):
+    # Issue 17: a question without "image" (as ScienceQA has), or image and video questions in one
+    # batch, raised KeyError. Runs of one kind now share a batch; the file order is kept.
+    d, pipe = setup
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i, colour in enumerate(((200, 20, 20), (20, 200, 20), (20, 20, 200))):
+        Image.new("RGB", (40, 32), colour).save(frames / f"{i:03d}.png")
+    (tmp_path / "a.png").write_bytes((d / "a.png").read_bytes())
+    questions = [
+        {"question_id": 0, "image": "a.png", "text": "What colour?"},
+        {"question_id": 1, "text": "Which is a mammal?\nA. cat\nB. fish"},
+        {"question_id": 2, "video": "clip", "text": "Which way?"},
+        {"question_id": 3, "image": "a.png", "text": "What shape?"},
+        {"question_id": 4, "text": "Is the sky blue?"},
+    ]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    for mode in ("voco", "masked"):
+        out = tmp_path / f"{mode}.jsonl"
+        summary = run_eval(pipe, tmp_path / "q.jsonl", out, tmp_path, mode=mode, num_frames=3, max_new_tokens=3)
+        assert summary["answered"] == 5
+        got = lines(out)
+        assert [a["question_id"] for a in got] == [0, 1, 2, 3, 4]
+        assert [a["prompt"] for a in got] == [q["text"] for q in questions]  # model_vqa_loader's prompt
+        for i in (1, 4):  # answered from the text alone, as the none route answers it
+            assert got[i]["text"] == pipe.ask(questions[i]["text"], route="none", max_new_tokens=3).text
+        assert (
+            got[0]["text"]
+            == pipe.ask("What colour?", images=[tmp_path / "a.png"], route="cache", max_new_tokens=3).text
+        )
+    assert summary["images_compressed"] == 0  # masked compresses nothing
+
+
+def test_llava_scienceqa_question_file(setup, tmp_path):
+    # model_vqa_science.py's input (llava_test_CQM-A.json): ids are strings, and the answer's prompt
+    # opens with "<image>" exactly for image questions -- what eval_science_qa.py reads.
+    d, pipe = setup
+    (tmp_path / "a.png").write_bytes((d / "a.png").read_bytes())
+    human = "<image>\nWhich colour?\nA. red\nB. blue"
+    records = [
+        {"id": "4", "image": "a.png", "conversations": [{"from": "human", "value": human}]},
+        {"id": "11", "conversations": [{"from": "human", "value": "Which is a mammal?\nA. cat\nB. fish"}]},
+    ]
+    (tmp_path / "test.json").write_text(json.dumps(records))
+    out = tmp_path / "sqa.jsonl"
+    run_eval(pipe, tmp_path / "test.json", out, tmp_path, max_new_tokens=2, single_pred_prompt=True)
+    got = lines(out)
+    instruction = "\nAnswer with the option's letter from the given choices directly."
+    assert [a["question_id"] for a in got] == ["4", "11"]
+    assert got[0]["prompt"] == "<image>\nWhich colour?\nA. red\nB. blue" + instruction
+    assert got[1]["prompt"] == "Which is a mammal?\nA. cat\nB. fish" + instruction
+    asked = pipe.ask("Which colour?\nA. red\nB. blue" + instruction, images=[tmp_path / "a.png"], max_new_tokens=2)
+    assert got[0]["text"] == asked.text

@@ -1,21 +1,31 @@
 """`voco eval`: run a model over a LLaVA question file and write LLaVA's answer file.
 
-Question file: one JSON per line, `{"question_id", "image", "text", ...}`, the instruction already
-inside `text` (llava/eval/model_vqa_loader.py style). The prompt is `<image>\\n{text}` in the
-conversation template; greedy by default. Answer file: one JSON per line, `{"question_id",
-"prompt", "text", "answer_id", "model_id", "metadata"}` -- what LLaVA's scoring scripts and ours
-(`voco score`) read.
+Question files, as LLaVA's generators read them:
+- JSONL (``model_vqa_loader.py``): one JSON per line, ``{"question_id", "image" | "video", "text",
+  ...}``, the instruction already inside ``text``; the answer's ``prompt`` is ``text``.
+- a JSON list (``model_vqa_science.py``, ScienceQA's ``llava_test_CQM-A.json``): ``{"id",
+  "conversations": [{"value": question}, ...], "image"?}``; the answer's id is ``id`` and its
+  ``prompt`` is ``<image>\\n{question}`` for an image question (what ``eval_science_qa.py`` reads
+  to tell image questions), ``--single-pred-prompt`` adds LLaVA's letter instruction.
+A question without "image" or "video" is answered from its text alone. The model's prompt is
+``<image>\\n{text}`` in the conversation template; greedy by default. Answer file: one JSON per
+line, ``{"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}``, ids as the question
+file writes them -- what LLaVA's scoring scripts and ours (`voco score`) read.
 
 Modes: voco (answers from compressed caches, each image compressed once however many questions
 ask about it), masked (one masked pass over all vision tokens: the reference code's way), full
 (ordinary causal attention: the upper-bound setting), none (no image: the text-only control).
 
 Resumable: question ids already in the answers file are skipped; lines are appended and flushed
-per batch, and a torn last line (a run killed mid-write) is cut off before appending.
+per batch, and a torn last line (a run killed mid-write) is cut off before appending. What a file
+was started with (model fingerprint, mode, K, question file, generation settings) is kept beside
+it in ``<answers>.meta.json`` (so the answer file stays in LLaVA's format); a run that differs
+refuses to add to it unless ``--overwrite`` starts the file again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -27,30 +37,63 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core.cache import VoCoCache
-from ..core.errors import InputError
+from ..core.errors import InputError, positive_int
+from ..core.files import write_json_atomic
 from ..core.video import read_video
 
 # eval modes (the names users type) -> the pipeline's answering routes; one table for eval and lmms-eval
 MODES = {"voco": "cache", "masked": "masked", "full": "full", "none": "none"}
 
 
-def read_questions(path: str | Path) -> list[dict]:
-    questions = []
+SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
+
+
+def _science_question(record, path, number: int, single_pred_prompt: bool) -> dict:
+    """A model_vqa_science.py record as a question: its text, and the prompt LLaVA writes."""
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read question file ({err.strerror})") from None
-    for number, line in enumerate(lines, 1):
+        qid, text = record["id"], record["conversations"][0]["value"]
+    except (KeyError, IndexError, TypeError):
+        raise InputError(f"{path}: record {number}: a question needs 'id' and 'conversations'") from None
+    text = text.replace("<image>", "").strip()
+    if single_pred_prompt:
+        text += "\n" + SINGLE_PRED_PROMPT
+    question = {"question_id": qid, "text": text, "prompt": ("<image>\n" + text) if "image" in record else text}
+    if "image" in record:
+        question["image"] = record["image"]
+    return question
+
+
+def read_questions(path: str | Path, single_pred_prompt: bool = False) -> list[dict]:
+    """The questions of a LLaVA question file (module docstring), each with the ``prompt`` its
+    answer line carries."""
+    try:
+        raw = Path(path).read_text()
+    except (OSError, UnicodeError) as err:
+        raise InputError(f"{path}: cannot read question file ({getattr(err, 'strerror', None) or err})") from None
+    if raw.lstrip().startswith("["):
+        try:
+            records = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: not valid JSON ({err.msg})") from None
+        return [_science_question(r, path, n, single_pred_prompt) for n, r in enumerate(records, 1)]
+    questions = []
+    for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         try:
             question = json.loads(line)
         except json.JSONDecodeError:
             raise InputError(f"{path}:{number}: not valid JSON") from None
-        if "question_id" not in question or "text" not in question:
+        if not isinstance(question, dict) or "question_id" not in question or "text" not in question:
             raise InputError(f"{path}:{number}: a question needs 'question_id' and 'text'")
-        questions.append(question)
+        if single_pred_prompt:
+            question["text"] += "\n" + SINGLE_PRED_PROMPT
+        questions.append({**question, "prompt": question["text"]})
     return questions
+
+
+def question_kind(question: dict) -> str:
+    return "video" if "video" in question else "image" if "image" in question else "text"
 
 
 def get_chunk(items: list, num_chunks: int, chunk_idx: int) -> list:
@@ -74,8 +117,43 @@ def answered_ids(path: Path) -> set:
         if line.strip():
             try:
                 done.add(json.loads(line)["question_id"])
-            except (json.JSONDecodeError, KeyError):
+            except (json.JSONDecodeError, KeyError, TypeError):
                 raise InputError(f"{path}:{number}: not an answer line; refusing to append to it") from None
+    return done
+
+
+def meta_path(answers_file: Path) -> Path:
+    return answers_file.with_name(answers_file.name + ".meta.json")
+
+
+def _start_or_resume(answers_file: Path, meta: dict, overwrite: bool) -> set:
+    """The ids already answered by a run made the same way; refuses a file another run started."""
+    sidecar = meta_path(answers_file)
+    if overwrite:
+        answers_file.unlink(missing_ok=True)
+    done = answered_ids(answers_file)
+    if done:
+        if not sidecar.is_file():
+            raise InputError(
+                f"{answers_file}: holds {len(done)} answers but no {sidecar.name} saying how they were made; "
+                "pass --overwrite to start it again, or choose another --answers-file"
+            )
+        try:
+            before = json.loads(sidecar.read_text())
+        except (OSError, UnicodeError, json.JSONDecodeError):
+            raise InputError(f"{sidecar}: unreadable; pass --overwrite to start {answers_file.name} again") from None
+        changed = [k for k in meta if k != "question_file" and before.get(k) != meta[k]]
+        if changed:
+
+            def show(value):
+                return value[:12] if isinstance(value, str) and len(value) == 64 else value  # digests
+
+            diff = ", ".join(f"{k} {show(before.get(k))!r} -> {show(meta[k])!r}" for k in changed)
+            raise InputError(
+                f"{answers_file}: started by another run ({diff}); pass --overwrite to start it again, "
+                "or choose another --answers-file"
+            )
+    write_json_atomic(sidecar, meta)
     return done
 
 
@@ -127,39 +205,62 @@ def run_eval(
     chunk_idx: int = 0,
     model_id: str = "voco-llama",
     num_frames: int = 8,
+    single_pred_prompt: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Answer a question file. A question with "video" instead of "image" (a video file or a folder
-    of frames) is answered over `num_frames` frames, each its own compression group."""
+    of frames) is answered over `num_frames` frames, each its own compression group; one with
+    neither from its text alone. Consecutive questions of one kind share a batch."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
-    questions = get_chunk(read_questions(question_file), num_chunks, chunk_idx)
+    if not 0 <= chunk_idx < num_chunks:
+        raise InputError(f"--chunk-idx {chunk_idx}: must be in 0..{num_chunks - 1} (--num-chunks {num_chunks})")
+    questions = get_chunk(read_questions(question_file, single_pred_prompt), num_chunks, chunk_idx)
     answers_file = Path(answers_file)
     answers_file.parent.mkdir(parents=True, exist_ok=True)
-    done = answered_ids(answers_file)
+    meta = {
+        "format": "voco-eval/1",
+        "model_fingerprint": pipe.model.fingerprint(),
+        "mode": mode,
+        "num_voco": num_voco or pipe.model.config.num_voco,
+        "question_file": str(Path(question_file).resolve()),
+        "question_file_sha256": hashlib.sha256(Path(question_file).read_bytes()).hexdigest(),
+        "num_chunks": num_chunks,
+        "chunk_idx": chunk_idx,
+        "single_pred_prompt": single_pred_prompt,
+        "template": pipe.template,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "num_frames": num_frames,
+    }
+    done = _start_or_resume(answers_file, meta, overwrite)
     todo = [q for q in questions if q["question_id"] not in done]
+    batches: list[list[dict]] = []
+    for q in todo:  # runs of one kind, at most batch_size long, in file order
+        if batches and len(batches[-1]) < batch_size and question_kind(batches[-1][0]) == question_kind(q):
+            batches[-1].append(q)
+        else:
+            batches.append([q])
     store = CacheStore(pipe, num_voco, num_frames)
     folder = Path(image_folder)
     start = time.perf_counter()
     with open(answers_file, "a") as out, tqdm(total=len(todo), desc=f"eval {mode}", unit="q") as bar:
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i : i + batch_size]
-            videos = "video" in chunk[0]
-            kind = "video" if videos else "image"
-            images = [str(folder / q[kind]) for q in chunk] if mode != "none" else None
-            if images:
-                for path in dict.fromkeys(images):
-                    if not os.path.exists(path):
-                        raise InputError(
-                            f"{path}: {kind} not found (question {chunk[images.index(path)]['question_id']})"
-                        )
-            cache = store.get(images, videos=videos) if mode == "voco" else None
-            if videos and images and mode != "voco":
+        for chunk in batches:
+            kind = question_kind(chunk[0])
+            route = MODES[mode] if kind != "text" else "none"
+            images = [str(folder / q[kind]) for q in chunk] if route != "none" else None
+            for path in dict.fromkeys(images or []):
+                if not os.path.exists(path):
+                    raise InputError(f"{path}: {kind} not found (question {chunk[images.index(path)]['question_id']})")
+            cache = store.get(images, videos=kind == "video") if route == "cache" else None
+            if kind == "video" and route in ("masked", "full"):
                 images = [frame for path in images for frame in read_video(path, num_frames)]
             answers = pipe.ask(
                 [q["text"] for q in chunk],
                 cache=cache,
                 images=images,
-                route=MODES[mode],
+                route=route,
                 num_voco=num_voco,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
@@ -170,7 +271,7 @@ def run_eval(
                     json.dumps(
                         {
                             "question_id": q["question_id"],
-                            "prompt": q["text"],
+                            "prompt": q["prompt"],
                             "text": a.text,
                             "answer_id": uuid.uuid4().hex,
                             "model_id": model_id,
@@ -213,6 +314,8 @@ def _eval_command(args) -> int:
         args.chunk_idx,
         args.model_id or Path(args.model).name,
         args.num_frames,
+        args.single_pred_prompt,
+        args.overwrite,
     )
     print(json.dumps(summary))
     return 0
@@ -226,13 +329,23 @@ def register_cli(subparsers) -> None:
     p.add_argument("--answers-file", required=True)
     p.add_argument("--conv-mode", default="vicuna_v1")
     p.add_argument("--mode", choices=sorted(MODES), default="voco")
-    p.add_argument("--num-voco", type=int)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--num-voco", type=positive_int, help="K: <voco> tokens per image (default: the model's)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-chunks", type=int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--num-chunks", type=positive_int, default=1)
     p.add_argument("--chunk-idx", type=int, default=0)
     p.add_argument("--model-id")
-    p.add_argument("--num-frames", type=int, default=8, help="frames per video question")
+    p.add_argument("--num-frames", type=positive_int, default=8, help="frames per video question")
+    p.add_argument(
+        "--single-pred-prompt",
+        action="store_true",
+        help=f"append LLaVA's {SINGLE_PRED_PROMPT!r} to each question (its ScienceQA setting)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start the answers file again instead of resuming it (needed when it was started another way)",
+    )
     p.set_defaults(func=_eval_command)
