@@ -1,0 +1,103 @@
+"""`voco serve`: an OpenAI-compatible server that compresses each image once and answers every
+later question from its VoCo cache (the server itself is voco_llama/serve/).
+
+    voco serve --model runs/tiny                       # http://127.0.0.1:8000/v1
+    voco serve --model runs/tiny --cache-dir caches/ --api-key KEY --cache-memory 4GiB
+
+Binds to 127.0.0.1 unless told otherwise; --port 0 takes a free port (printed).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from ..core.errors import InputError
+from ..serve.protocol import Limits
+from ..serve.store import parse_size
+
+
+def build_server(args):
+    """(FastAPI app, model name) from the parsed flags: model, store, engine, limits."""
+    from ..core.pipeline import VoCoPipeline
+    from ..serve.app import create_app
+    from ..serve.engine import Engine
+    from ..serve.metrics import Metrics
+    from ..serve.store import CacheStore
+
+    pipe = VoCoPipeline.from_pretrained(args.model)
+    store = CacheStore(parse_size(args.cache_memory), pipe.model.fingerprint(), args.cache_dir)
+    engine = Engine(pipe, store, Metrics(store), num_voco=args.num_voco, max_batch=args.max_batch)
+    limits = Limits(
+        max_request_bytes=parse_size(args.max_request_size),
+        max_image_pixels=args.max_image_pixels,
+        max_frames=args.max_frames,
+        max_tokens=args.max_tokens,
+        num_frames=args.num_frames,
+        allowed_local_media_path=Path(args.allowed_local_media_path) if args.allowed_local_media_path else None,
+    )
+    name = args.served_model_name or Path(args.model).resolve().name
+    return create_app(engine, name, limits, args.api_key), name
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise InputError(f"--host {host} --port {port}: cannot listen there ({err.strerror})") from None
+    return sock
+
+
+def _serve_command(args) -> int:
+    import uvicorn
+
+    if args.max_batch < 1:
+        raise InputError("--max-batch: must be at least 1")
+    if args.allowed_local_media_path and not Path(args.allowed_local_media_path).is_dir():
+        raise InputError(f"--allowed-local-media-path {args.allowed_local_media_path}: not a folder")
+    logging.basicConfig(level=logging.WARNING, format="voco serve: %(message)s")
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(args.host)).is_loopback
+    except (OSError, ValueError):
+        loopback = False
+    if not loopback and not args.api_key:
+        print(f"voco serve: warning: listening on {args.host} without --api-key", file=sys.stderr)
+    sock = _bind(args.host, args.port)
+    app, name = build_server(args)
+    port = sock.getsockname()[1]
+    print(
+        f"voco serve: {name} on http://{args.host}:{port}/v1 (cache {args.cache_memory}"
+        f"{', ' + args.cache_dir if args.cache_dir else ''})",
+        flush=True,
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="OpenAI-compatible server answering from VoCo caches")
+    p.add_argument("--model", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
+    p.add_argument("--num-voco", type=int, help="K VoCo tokens per image (default: the model's)")
+    p.add_argument("--cache-memory", default="1GiB", help="bytes of caches kept in memory (LRU)")
+    p.add_argument("--cache-dir", help="also keep every cache here, as VoCo cache files, across restarts")
+    p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1")
+    p.add_argument("--max-batch", type=int, default=16, help="requests answered (and images compressed) together")
+    p.add_argument("--served-model-name", help="the model's name in the API (default: the folder's name)")
+    p.add_argument("--allowed-local-media-path", help="file:// image and video URLs are read only under this folder")
+    p.add_argument("--max-request-size", default="32MiB")
+    p.add_argument("--max-image-pixels", type=int, default=4096 * 4096)
+    p.add_argument("--max-frames", type=int, default=64, help="images plus video frames in one request")
+    p.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
+    p.add_argument("--num-frames", type=int, default=8, help="frames sampled from a video_url, unless it says")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=_serve_command)

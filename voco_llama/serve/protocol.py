@@ -1,0 +1,296 @@
+"""OpenAI's chat-completions request, read into prompt turns and media, with the server's limits.
+
+Content parts of a user message, in order (text between them is kept where it is; an image is an
+`<image>` placeholder at its place, a video one per frame):
+
+  {"type": "text", "text": "..."}
+  {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}      PNG/JPEG/... bytes
+  {"type": "image_url", "image_url": {"url": "file:///abs/path.png"}}           only under
+                                                                                 --allowed-local-media-path
+  {"type": "video", "video": ["data:image/png;base64,...", ...]}                 frames, in time order
+  {"type": "video_url", "video_url": {"url": "file:///abs/clip.mp4" | "file:///abs/frames/",
+                                      "num_frames": 8}}                          sampled as `voco ask --video`
+  {"type": "voco_cache", "voco_cache": {"id": "<id from /v1/voco/compress>"}}   no pixels re-sent
+
+Remote URLs are refused: the server never fetches anything. Every refusal is a `RequestError`:
+one line naming the field, and the HTTP status it is answered with.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from PIL import Image, UnidentifiedImageError
+
+from ..core.conversation import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, VOCO_PLACEHOLDER
+from ..core.errors import InputError
+from ..core.video import read_video
+from .store import KEY_PATTERN
+
+RESERVED = (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, VOCO_PLACEHOLDER)
+# OpenAI fields whose meaning this server does not implement: refused rather than silently ignored
+UNSUPPORTED = ("stop", "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "seed")
+
+
+class RequestError(InputError):
+    """A bad request: a one-line message and the HTTP status to answer it with."""
+
+    def __init__(self, message: str, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+@dataclass
+class Limits:
+    max_request_bytes: int = 32 * 2**20
+    max_image_pixels: int = 4096 * 4096
+    max_frames: int = 64  # images plus video frames in one request
+    max_tokens: int = 1024
+    default_max_tokens: int = 128  # as `voco ask --max-new-tokens`
+    num_frames: int = 8  # frames sampled from a video file or folder, unless the part says
+    allowed_local_media_path: Path | None = None
+
+
+@dataclass
+class Media:
+    """An image or a video of a request. `parts`: what its key is made of (an image's file bytes,
+    a decoded video's frame pixels); `images`: the decoded frames, made only when needed."""
+
+    field: str
+    kind: str  # "image", "video" or "cache" (an id from /v1/voco/compress)
+    parts: list[bytes] = field(default_factory=list)
+    images: list[Image.Image] | None = None
+    cache_id: str | None = None
+
+    def decode(self, limits: Limits) -> list[Image.Image]:
+        if self.images is None:
+            self.images = [decode_image(data, self.field, limits) for data in self.parts]
+        return self.images
+
+
+@dataclass
+class ChatRequest:
+    system: str | None
+    turns: list[tuple[list, str | None]]  # (user pieces: str or Media, assistant answer or None)
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stream: bool
+    include_usage: bool
+
+    @property
+    def media(self) -> list[Media]:
+        return [piece for pieces, _ in self.turns for piece in pieces if isinstance(piece, Media)]
+
+
+def check_model(body: dict, model_name: str, required: bool = True) -> None:
+    model = body.get("model")
+    if model is None and not required:
+        return
+    if model != model_name:
+        raise RequestError(f"model {model!r} not found; this server serves {model_name!r}", 404, "model_not_found")
+
+
+def parse_chat(body: dict, limits: Limits, model_name: str) -> ChatRequest:
+    check_model(body, model_name)
+    for name in UNSUPPORTED:
+        if body.get(name) not in (None, False, [], {}):
+            raise RequestError(f"{name}: not supported by voco serve")
+    if body.get("n", 1) != 1:
+        raise RequestError("n: only n=1 is supported")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if body.get(name, 0) not in (0, None):
+            raise RequestError(f"{name}: not supported by voco serve (only 0)")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages: a non-empty list of messages is required")
+    system, start = None, 0
+    if isinstance(messages[0], dict) and messages[0].get("role") in ("system", "developer"):
+        system, start = _text_content(messages[0].get("content"), "messages[0].content"), 1
+    turns = []
+    for i, message in enumerate(messages[start:], start):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise RequestError(f"{where}: a message must be an object with 'role' and 'content'")
+        expected = "user" if not turns or turns[-1][1] is not None else "assistant"
+        role = message.get("role")
+        if role != expected:
+            raise RequestError(
+                f"{where}.role: expected {expected!r} (messages alternate user, assistant, ...), got {role!r}"
+            )
+        if role == "user":
+            turns.append((_user_content(message.get("content"), f"{where}.content", limits), None))
+        else:
+            turns[-1] = (turns[-1][0], _text_content(message.get("content"), f"{where}.content"))
+    if turns[-1][1] is not None:
+        raise RequestError(f"messages[{len(messages) - 1}].role: the last message must be the user's")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = limits.default_max_tokens if max_tokens is None else max_tokens
+    if not _is_int(max_tokens) or not 1 <= max_tokens <= limits.max_tokens:
+        raise RequestError(f"max_tokens: {max_tokens!r} is not an integer from 1 to {limits.max_tokens}")
+    temperature = _number(body, "temperature", 0.0, 0.0, 2.0)  # default greedy, as `voco ask`
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    if top_p <= 0:
+        raise RequestError("top_p: must be above 0")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise RequestError("stream: must be true or false")
+    options = body.get("stream_options") or {}
+    include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+    return ChatRequest(system, turns, max_tokens, temperature, top_p, stream, include_usage)
+
+
+def parse_compress(body: dict, limits: Limits, model_name: str) -> Media:
+    """/v1/voco/compress takes one content part (an image, a video, a video path) as the body."""
+    check_model(body, model_name, required=False)
+    media = _part(body, "body", limits)
+    if not isinstance(media, Media) or media.kind == "cache":
+        raise RequestError("body: give one image_url, video or video_url part to compress")
+    return media
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise RequestError(f"{name}: {value!r} is not a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _check_text(text, where: str) -> str:
+    if not isinstance(text, str):
+        raise RequestError(f"{where}: text must be a string")
+    for placeholder in RESERVED:
+        if placeholder in text:
+            raise RequestError(f"{where}: text may not contain {placeholder}; send images as image_url parts")
+    return text
+
+
+def _text_content(content, where: str) -> str:
+    """System and assistant messages: a string or text parts."""
+    if isinstance(content, str):
+        return _check_text(content, where)
+    if isinstance(content, list):
+        return "\n".join(_part(part, f"{where}[{i}]", None) for i, part in enumerate(content))
+    raise RequestError(f"{where}: must be a string or a list of text parts")
+
+
+def _user_content(content, where: str, limits: Limits) -> list:
+    if isinstance(content, str):
+        return [_check_text(content, where)]
+    if not isinstance(content, list) or not content:
+        raise RequestError(f"{where}: must be a string or a non-empty list of content parts")
+    return [_part(part, f"{where}[{i}]", limits) for i, part in enumerate(content)]
+
+
+def _part(part, where: str, limits: Limits | None):
+    """A content part -> text (str) or Media. `limits` None: only text is allowed here."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text":
+        return _check_text(part.get("text"), f"{where}.text")
+    if limits is None or kind not in ("image_url", "video", "video_url", "voco_cache"):
+        allowed = "text" if limits is None else "text, image_url, video, video_url or voco_cache"
+        raise RequestError(f"{where}.type: {kind!r} is not a content part type here ({allowed})")
+    if kind == "voco_cache":
+        cache_id = (part.get("voco_cache") or {}).get("id") if isinstance(part.get("voco_cache"), dict) else None
+        if not isinstance(cache_id, str) or not KEY_PATTERN.fullmatch(cache_id):
+            raise RequestError(f"{where}.voco_cache.id: not a cache id (64 hex digits from /v1/voco/compress)")
+        return Media(where, "cache", cache_id=cache_id)
+    if kind == "image_url":
+        return Media(where, "image", parts=[read_url(_url(part, "image_url", where), f"{where}.image_url.url", limits)])
+    if kind == "video":
+        frames = part.get("video")
+        if not isinstance(frames, list) or not frames or len(frames) > limits.max_frames:
+            raise RequestError(f"{where}.video: a list of 1 to {limits.max_frames} frame URLs is required")
+        urls = [(u if isinstance(u, str) else (u or {}).get("url") if isinstance(u, dict) else None) for u in frames]
+        return Media(where, "video", parts=[read_url(u, f"{where}.video[{i}]", limits) for i, u in enumerate(urls)])
+    spec = part.get("video_url") if isinstance(part.get("video_url"), dict) else {}
+    num_frames = spec.get("num_frames", limits.num_frames)
+    if not _is_int(num_frames) or not 1 <= num_frames <= limits.max_frames:
+        raise RequestError(f"{where}.video_url.num_frames: {num_frames!r} is not from 1 to {limits.max_frames}")
+    path = local_path(_url(part, "video_url", where), f"{where}.video_url.url", limits)
+    frames = read_video(path, num_frames)
+    for frame in frames:
+        _check_pixels(frame, f"{where}.video_url", limits)
+    # a decoded video is keyed by its frames' pixels: the file bytes do not say which frames were sampled
+    parts = [f"{f.size}".encode() + f.tobytes() for f in frames]
+    return Media(where, "video", parts=parts, images=frames)
+
+
+def _url(part: dict, kind: str, where: str) -> str:
+    spec = part.get(kind)
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    if not isinstance(url, str):
+        raise RequestError(f"{where}.{kind}.url: a URL string is required")
+    return url
+
+
+def read_url(url, where: str, limits: Limits) -> bytes:
+    """The bytes of a data: URL, or of a local file under the allowed folder."""
+    if not isinstance(url, str):
+        raise RequestError(f"{where}: a URL string is required")
+    if url.startswith("data:"):
+        header, comma, payload = url.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise RequestError(f"{where}: a data: URL must be base64 (data:image/png;base64,...)")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(f"{where}: the data: URL is not valid base64") from None
+    path = local_path(url, where, limits)
+    if not path.is_file():
+        raise RequestError(f"{where}: {path} is not a file")
+    if path.stat().st_size > limits.max_request_bytes:
+        raise RequestError(f"{where}: {path} is larger than {limits.max_request_bytes:,} bytes", 413)
+    return path.read_bytes()
+
+
+def local_path(url: str, where: str, limits: Limits) -> Path:
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https", "ftp", "s3", "gs"):
+        raise RequestError(f"{where}: remote URLs are not fetched; send the image as a data: URL")
+    if parsed.scheme != "file":
+        raise RequestError(f"{where}: unsupported URL (use data:image/...;base64,... or file:///path)")
+    if limits.allowed_local_media_path is None:
+        raise RequestError(f"{where}: local files are refused (start the server with --allowed-local-media-path)", 403)
+    path = Path(unquote(parsed.path)).resolve()  # resolved: a symlink or '..' cannot leave the folder
+    if not path.is_relative_to(limits.allowed_local_media_path.resolve()):
+        raise RequestError(f"{where}: {path} is outside --allowed-local-media-path", 403)
+    if not path.exists():
+        raise RequestError(f"{where}: {path} not found", 404)
+    return path
+
+
+def _check_pixels(image: Image.Image, where: str, limits: Limits) -> None:
+    width, height = image.size
+    if width * height > limits.max_image_pixels:
+        raise RequestError(f"{where}: image is {width}x{height}, over the limit of {limits.max_image_pixels:,} pixels")
+
+
+def decode_image(data: bytes, where: str, limits: Limits) -> Image.Image:
+    """Image bytes -> RGB, the pixel count checked from the header before anything is decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(image, where, limits)
+            return image.convert("RGB")
+    except RequestError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise RequestError(f"{where}: unreadable image ({err.__class__.__name__}: {err})") from None
+
+
+def render_user(pieces: list, groups: dict[int, int]) -> str:
+    """A user message's text: its pieces joined by newlines, each media piece as one `<image>` per
+    group (`groups`: id(media) -> groups). [image, question] gives LLaVA's `<image>\\n{question}`,
+    exactly the prompt `voco ask` builds."""
+    return "\n".join(p if isinstance(p, str) else IMAGE_PLACEHOLDER * groups[id(p)] for p in pieces)
