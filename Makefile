@@ -5,16 +5,23 @@ BIN := $(VENV)/bin
 # CPU build by default; CUDA users: make TORCH_SPEC="torch==2.x.y" ...
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# lmms-eval without its requirements (they would replace the CPU torch and add a torchvision that
+# cannot load beside it); the [lmms] extra holds what it needs to run our plugin and tasks
+LMMS_EVAL_SPEC ?= lmms-eval==0.7.3
 
-.PHONY: demo demo-video test install clean
+.PHONY: demo demo-video test install lmms clean
 
 install: $(STAMP)
+
+# the lmms-eval plugin and the toy tasks (make install already does this)
+lmms: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,lmms]"
+	$(BIN)/python -m pip install -q --no-deps "$(LMMS_EVAL_SPEC)"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -1,8 +1,12 @@
-"""Helpers for the scoring tests: tiny hand-made answer files and keys (fixtures returning writers)."""
+"""Helpers for the eval tests: tiny hand-made answer files and keys (fixtures returning writers), and
+the loss lmms-eval's llava model computes, for checking the plugin against it."""
 
 import json
 
 import pytest
+import torch
+
+from voco_llama.core.processing import encode_prompts, question_prompt
 
 
 def _write_jsonl(path, records):
@@ -52,3 +56,22 @@ def answers():
 @pytest.fixture
 def mmbench_tsv():
     return _mmbench_tsv
+
+
+def _reference_loss(pipe, question, image, answer):
+    """What lmms-eval's llava model computes: the model's own (training) forward over the prompt with
+    the answer turn, labels only on the answer and its closing </s>, HF's mean cross-entropy."""
+    prompt = question_prompt(question, "vicuna_v1", 1)
+    config = pipe.model.config
+    context = encode_prompts([prompt], pipe.tokenizer, config)["input_ids"]
+    batch = encode_prompts([prompt + " " + answer + "</s>"], pipe.tokenizer, config)
+    labels = batch["input_ids"].clone()
+    labels[:, : context.shape[1]] = -100
+    with torch.no_grad():
+        out = pipe.model(**batch, pixel_values=pipe.pixels([image]), labels=labels)
+    return float(out.loss)
+
+
+@pytest.fixture
+def reference_loss():
+    return _reference_loss

@@ -125,12 +125,10 @@ def test_text_only_request_uses_no_image(bundle, docs, pipe):
     assert lm.images_compressed == 0
 
 
-def test_loglikelihood_of_greedy_continuation(bundle, docs, pipe):
+def test_loglikelihood_is_lmms_evals_loss(bundle, docs, pipe, reference_loss):
     lm = plugin_for(bundle, docs, batch_size=3)
     doc = docs[1]
     answer = pipe.ask(doc["q"], images=[doc["image"]], route="cache", max_new_tokens=5)
-    assert len(answer.token_ids) == 5 and lm.tokenizer.eos_token_id not in answer.token_ids
-    greedy_logprob = sum(answer.logprobs)
     words = answer.text.split()
     other = " ".join(words[:-1] + ["circle" if words[-1] != "circle" else "square"])
 
@@ -145,17 +143,34 @@ def test_loglikelihood_of_greedy_continuation(bundle, docs, pipe):
             ll(lambda d: answer.text),  # doc_to_target callable
         ]
     )
-    (lp, greedy), (lp_spaced, greedy_spaced), (lp_other, greedy_other), (lp_fn, _) = results
-    assert greedy and greedy_spaced
-    assert lp == pytest.approx(greedy_logprob, abs=1e-4)
-    assert lp_spaced == pytest.approx(lp, abs=1e-6) and lp_fn == pytest.approx(lp, abs=1e-6)
-    assert not greedy_other and lp_other < lp
+    (loss, greedy), (loss_spaced, _), (loss_other, greedy_other), (loss_fn, _) = results
+    assert loss == pytest.approx(reference_loss(pipe, doc["q"], doc["image"], answer.text), abs=1e-4)
+    assert loss_other == pytest.approx(reference_loss(pipe, doc["q"], doc["image"], other), abs=1e-4)
+    assert loss > 0 and loss_other > loss  # a loss: the greedy answer is the more likely one
+    assert loss_spaced == pytest.approx(loss, abs=1e-6) and loss_fn == pytest.approx(loss, abs=1e-6)
+    # greedy covers the closing </s> too, which this model (its </s> row zeroed) never picks
+    assert not greedy and not greedy_other
     assert lm.images_compressed == 1
 
-    # The same scores from the single masked pass over all vision tokens (the reference way).
+    # The same from the single masked pass over all vision tokens (the reference way).
     masked = plugin_for(bundle, docs, mode="masked").loglikelihood([ll(answer.text), ll(other)])
-    assert masked[0][0] == pytest.approx(lp, abs=1e-4) and masked[0][1]
-    assert masked[1][0] == pytest.approx(lp_other, abs=1e-4) and not masked[1][1]
+    assert masked[0][0] == pytest.approx(loss, abs=1e-4) and masked[1][0] == pytest.approx(loss_other, abs=1e-4)
+
+
+def test_loglikelihood_greedy_when_the_model_would_say_it(bundle, docs, pipe):
+    # Allow </s>: a continuation that is what greedy decoding says, then </s>, is greedy.
+    lm = plugin_for(bundle, docs)
+    eos = lm.tokenizer.eos_token_id
+    with torch.no_grad():
+        saved = lm.model.lm_head.weight[eos].clone()
+        lm.model.lm_head.weight[eos] = lm.model.lm_head.weight.abs().max() * 50  # </s> always wins
+    try:
+        loss, greedy = lm.loglikelihood([FakeInstance((docs[0]["q"], "", doc_to_visual, 0, TASK, SPLIT))])[0]
+        assert greedy and loss < 0.01  # the empty answer, closed at once
+        assert not lm.loglikelihood([FakeInstance((docs[0]["q"], "red", doc_to_visual, 0, TASK, SPLIT))])[0][1]
+    finally:
+        with torch.no_grad():
+            lm.model.lm_head.weight[eos] = saved
 
 
 def test_loglikelihood_batches_rows_of_different_lengths(bundle, docs):
@@ -167,7 +182,7 @@ def test_loglikelihood_batches_rows_of_different_lengths(bundle, docs):
     batched = lm.loglikelihood(requests)
     single = plugin_for(bundle, docs, batch_size=1).loglikelihood(requests)
     for (a, ga), (b, gb) in zip(batched, single):
-        assert a == pytest.approx(b, abs=1e-4) and ga == gb and a < 0
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb and a > 0
 
 
 def test_model_args(bundle, docs):

@@ -1,11 +1,12 @@
 """An lmms-eval model plugin: `python -m lmms_eval --model voco_llava --model_args pretrained=DIR`.
 
-lmms-eval is an optional extra (`pip install voco-llama[lmms]`). With it installed, `VoCoLlava`
-subclasses `lmms_eval.api.model.lmms` and lmms-eval finds it through the `lmms_eval.models`
-entry-point group (`lmms_eval_manifest` below returns its `ModelManifest`; checked against
-lmms-eval 0.7.3, whose `lmms_eval.models.get_model` reads that group). It is also registered with
-`@register_model("voco_llava")` for lmms-eval's older name registry. Without lmms-eval this module
-still imports (the base class is `object`), so the plugin is tested with hand-made requests.
+lmms-eval is optional (`make lmms`: the `[lmms]` extra, then lmms-eval itself with `--no-deps`, see
+README). With it installed, `VoCoLlava` subclasses `lmms_eval.api.model.lmms` and lmms-eval finds
+it through the `lmms_eval.models` entry-point group (`lmms_eval_manifest` below returns its
+`ModelManifest`; checked against lmms-eval 0.7.3, whose `lmms_eval.models.get_model` reads that
+group). It is also registered with `@register_model("voco_llava")` for lmms-eval's older name
+registry. Without lmms-eval this module still imports (the base class is `object`), so the plugin is
+also tested with hand-made requests. The toy world's benches are local tasks in `lmms_tasks/`.
 
 Model args: pretrained (model directory), num_voco (K; default the model's), batch_size, device,
 dtype, conv_template (vicuna_v1 | plain), mode (voco | masked | full | none: the answer paths of
@@ -316,26 +317,28 @@ class VoCoLlava(_Base):
     def continuation_ids(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of the rendered prompt and of the continuation after it.
 
-        The continuation is the assistant's answer, placed as the template places an answer
-        (after 'ASSISTANT:' and a space) unless it already starts with whitespace (lm-eval's
-        convention, `" yes"`). Like lm-eval, the whole text is tokenised and split at the
-        prompt's length, so a token that crosses the boundary is not invented."""
-        separator = self._answer_separator()
+        The continuation is the assistant's whole answer turn: placed as the template places an
+        answer (after 'ASSISTANT:' and a space) unless it already starts with whitespace (lm-eval's
+        convention, `" yes"`), and closed as the template closes one (vicuna_v1: `</s>`), as
+        lmms-eval's llava model renders it. Like lm-eval, the whole text is tokenised and split at
+        the prompt's length, so a token that crosses the boundary is not invented."""
+        template = get_template(self.conv_template)
         if continuation and not continuation[:1].isspace():
-            continuation = separator + continuation
+            continuation = self._answer_separator() + continuation
+        continuation += template.sep2
         tok = self.tokenizer
         context_ids = tok(prompt, add_special_tokens=True).input_ids
-        if not continuation:
-            return context_ids, []
         whole = tok(prompt + continuation, add_special_tokens=True).input_ids
         if whole[: len(context_ids)] == context_ids:
             return context_ids, whole[len(context_ids) :]
         return context_ids, tok(continuation, add_special_tokens=False).input_ids
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
-        """(sum of log p of the continuation's tokens, whether greedy decoding produces them),
-        answered from the same route as generation (for mode voco: from the compressed caches,
-        via `model.prefill`). The template's closing `</s>` is not part of the continuation."""
+        """(loss, is_greedy) per request, as lmms-eval's own llava model returns them: the mean
+        negative log-probability of the continuation's tokens (the answer and the template's close;
+        lower is more likely: lmms-eval's multiple-choice scoring takes the argmin), and whether
+        greedy decoding produces exactly those tokens. Answered from the same route as generation
+        (for mode voco: from the compressed caches, via `model.prefill`)."""
         config = self.model.config
         prepared = []
         for request in requests:
@@ -390,14 +393,11 @@ class VoCoLlava(_Base):
                 width = logits.shape[1]
                 for r, i in enumerate(batch):
                     cont = prepared[i][3]
-                    if not cont:
-                        results[i] = (0.0, True)
-                        continue
                     scores = logits[r, width - 1 - len(cont) : width - 1].float()
                     target = torch.tensor(cont, device=scores.device)
                     log_p = torch.log_softmax(scores, dim=-1).gather(1, target[:, None])[:, 0]
                     greedy = bool((scores.argmax(dim=-1) == target).all())
-                    results[i] = (float(log_p.sum()), greedy)
+                    results[i] = (float(-log_p.mean()), greedy)
                 progress.update(len(batch))
         progress.close()
         return results
