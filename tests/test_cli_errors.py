@@ -160,6 +160,11 @@ TABLE = [
         ["retention", "--upper", "{missing}.json", "--lower", "{missing}.json", "--method", "v={missing}.json"],
         "missing.json",
     ),
+    (
+        "submit",
+        ["submit", "gqa", "--answers-file", "{missing}.jsonl", "--questions", "{missing}.json", "--out", "{d}/p.json"],
+        "missing.json",
+    ),
     ("bench", ["bench", "--model", "{missing}", "--out", "{d}/bench"], "missing: model folder not found"),
     ("bench-train", ["bench-train", "--preset", "foo"], "invalid choice: 'foo'"),
     ("demo", ["demo", "--preset", "foo", "--out", "{d}/demo"], "'foo'"),

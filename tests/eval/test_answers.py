@@ -33,3 +33,10 @@ def test_unknown_and_duplicate_question_ids_are_errors(tmp_path, write_jsonl, an
         score("gqa", answers(tmp_path / "ans.jsonl", [("q1", "dog"), ("q9", "cat")]), key)
     with pytest.raises(ScoringError, match=r"ans\.jsonl:2: question_id 'q1' is answered twice \(first on line 1\)"):
         score("gqa", answers(tmp_path / "ans.jsonl", [("q1", "dog"), ("q1", "cat")]), key)
+
+
+def test_outputs_are_stripped_unlike_the_official_scripts(tmp_path, write_jsonl, answers):
+    # A difference on purpose (README): LLaVA's scripts compare "A\n" or "yes " as they are; the
+    # generators strip their outputs, so only hand-made files can tell.
+    key = write_jsonl(tmp_path / "key.jsonl", [{"question_id": 1, "answer": "A"}, {"question_id": 2, "answer": "B"}])
+    assert score("seed", answers(tmp_path / "ans.jsonl", [(1, "A\n"), (2, " B ")]), key)["score"] == 100.0

@@ -1,6 +1,6 @@
 """The benchmark scorers, one module per benchmark, behind one registry (``SCORERS``, ``score``).
 
-Each ``score_<bench>(answers_path, annotation_path, *, extra_file=None, answered_only=False, ...)``
+Each ``score_<bench>(answers_path, annotation_path, *, extra_file=None, missing="official", ...)``
 re-implements (does not copy) the official rule; its module says which and how the parse goes.
 ``score()`` returns a JSON-able dict; ``"score"`` is the paper's headline number on the paper's
 scale: POPE F1 (%) averaged over its categories; MME perception total (sum of acc + acc+ over the
