@@ -1,14 +1,25 @@
 """`voco demo --preset smoke`: the whole pipeline's plumbing, and a report its answer files reproduce."""
 
 import json
+import math
+import random
 
 import pytest
 
 from voco_llama.cli import main
-from voco_llama.demo.image import learned_benchmarks
+from voco_llama.demo.report import LEARNED_GAP, TABLE1, learned_benchmarks
+from voco_llama.demo.stats import binomial_se, f1_se, retention_se, standard_error
 from voco_llama.demo.toyworld import BENCHES, load_world
-from voco_llama.eval.retention import retention
 from voco_llama.eval.scorers import score
+
+SLUGS = {
+    "Upper bound": "upper-bound",
+    "VoCo K=1": "voco-k1",
+    "Avg-pool": "avg-pool",
+    "Q-Former": "q-former",
+    "Lower bound": "lower-bound",
+    "VoCo K=2": "voco-k2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,51 +31,83 @@ def demo(tmp_path_factory):
 
 def test_report_and_plots_are_written(demo):
     report = json.loads((demo / "report.json").read_text())
-    assert list(report["table1"]) == ["Upper bound", "VoCo K=1", "Avg-pool", "Q-Former", "Lower bound"]
+    assert list(report["table1"]) == list(TABLE1)
     assert set(report["table2"]) == {"1", "2"}
     for name in ("report.md", "table1_methods.png", "table2_retention_vs_k.png", "example.voco"):
         assert (demo / name).stat().st_size > 0
     assert (demo / "table1_methods.png").read_bytes()[:4] == b"\x89PNG"
     md = (demo / "report.md").read_text()
-    assert "Table 1" in md and "Table 2" in md and "| Q-Former |" in md
+    assert "Table 1" in md and "Table 2" in md and "| Q-Former |" in md and "## Goals" in md
+    assert "16 vision tokens -> K" in md and "576" not in md  # the toy's own numbers
+    assert report["seed"] == 0 and json.loads((demo / "run.json").read_text()) == {"preset": "smoke", "seed": 0}
 
 
 def test_tables_recompute_from_the_answer_files(demo):
     report = json.loads((demo / "report.json").read_text())
     world = load_world(demo / "world")
-    slugs = {
-        "Upper bound": "upper-bound",
-        "VoCo K=1": "voco-k1",
-        "Avg-pool": "avg-pool",
-        "Q-Former": "q-former",
-        "Lower bound": "lower-bound",
+    summaries = {
+        name: {b: score(b, demo / "answers" / slug / f"{b}.jsonl", world.answer_key(b)) for b in BENCHES}
+        for name, slug in SLUGS.items()
     }
-    recomputed = {
-        name: {b: score(b, demo / "answers" / slug / f"{b}.jsonl", world.answer_key(b))["score"] for b in BENCHES}
-        for name, slug in slugs.items()
-    }
-    upper, lower = recomputed["Upper bound"], recomputed["Lower bound"]
-    mme_subtasks = len(json.loads((demo / "answers" / "upper-bound" / "mme.score.json").read_text())["categories"])
-    learned = learned_benchmarks(upper, lower, {b: 200.0 * mme_subtasks if b == "mme" else 100.0 for b in BENCHES})
+    scores = {n: {b: s["score"] for b, s in per.items()} for n, per in summaries.items()}
+    upper, lower = scores["Upper bound"], scores["Lower bound"]
+    mme_scale = 200.0 * len(summaries["Upper bound"]["mme"]["categories"])
+    scales = {b: mme_scale if b == "mme" else 100.0 for b in BENCHES}
+    learned = [b for b in BENCHES if upper[b] - lower[b] >= LEARNED_GAP * scales[b]]
     assert report["learned_benchmarks"] == learned
     for name, row in report["table1"].items():
-        assert row["scores"] == pytest.approx(recomputed[name], abs=1e-9)
-        r = retention(upper, recomputed[name], lower)
-        assert row["mean_retention"] == (pytest.approx(r["mean"]) if r["mean"] is not None else None)
-        on_learned = [r["retention"][b] for b in learned if b in r["retention"]]
-        expected = sum(on_learned) / len(on_learned) if on_learned else None
-        assert row["mean_retention_learned"] == (pytest.approx(expected) if expected is not None else None)
+        assert row["scores"] == pytest.approx(scores[name], abs=1e-9)
+        assert row["se"] == pytest.approx({b: standard_error(b, summaries[name][b]) for b in BENCHES})
+        assert set(row["retention"]) == set(learned)  # "-" (left out) everywhere else
+        expected = {b: (scores[name][b] - lower[b]) / (upper[b] - lower[b]) for b in learned}
+        assert row["retention"] == pytest.approx(expected)
+        mean = sum(expected.values()) / len(expected) if expected else None
+        assert row["mean_retention"] == (pytest.approx(mean) if mean is not None else None)
     for bench in BENCHES:
         lines = (demo / "answers" / "voco-k1" / f"{bench}.jsonl").read_text().splitlines()
         assert len(lines) == len(world.questions(bench).read_text().splitlines())
 
 
-def test_learned_benchmarks_need_a_gap_of_five_percent_of_the_scale():
-    upper = {"gqa": 43.0, "pope": 62.9, "mme": 229.2, "seed": 28.0}
-    lower = {"gqa": 27.0, "pope": 65.1, "mme": 208.3, "seed": 24.0}
-    scales = {"gqa": 100.0, "pope": 100.0, "mme": 800.0, "seed": 100.0}
-    assert learned_benchmarks(upper, lower, scales) == ["gqa"]  # MME: 20.9 < 40; SEED: 4 < 5
-    assert learned_benchmarks({**upper, "seed": 29.0}, lower, scales) == ["gqa", "seed"]
+def test_example_answers_several_questions_from_one_cache(demo):
+    ex = json.loads((demo / "report.json").read_text())["example"]
+    assert len(ex["questions"]) >= 3 and len({q["bench"] for q in ex["questions"]}) >= 3
+    assert ex["right"] == sum(q["answer"].strip().lower().rstrip(".") == q["expected"].lower() for q in ex["questions"])
+    assert f"Right: {ex['right']} of {len(ex['questions'])}" in (demo / "report.md").read_text()
+
+
+def test_learned_benchmarks_need_a_gap_of_fifteen_percent_of_the_scale():
+    upper = {"gqa": 43.0, "vqav2": 40.0, "pope": 62.9, "mme": 329.2, "mmbench": 20.0, "seed": 40.0}
+    lower = {"gqa": 27.0, "vqav2": 30.0, "pope": 65.1, "mme": 208.3, "mmbench": 0.0, "seed": 24.0}
+    scales = {b: 800.0 if b == "mme" else 100.0 for b in BENCHES}
+    # GQA 16 >= 15; VQAv2 10 < 15; POPE below; MME 120.9 >= 120; MMB 20; SEED 16
+    assert learned_benchmarks(upper, lower, scales) == ["gqa", "mme", "mmbench", "seed"]
+
+
+def test_standard_errors():
+    assert binomial_se(50.0, 100) == pytest.approx(5.0)
+    assert binomial_se(0.0, 100) == 0.0
+    # POPE F1's delta-method error against a bootstrap of the same confusion counts
+    tp, fp, tn, fn = 60, 15, 45, 30
+    outcomes = ["tp"] * tp + ["fp"] * fp + ["tn"] * tn + ["fn"] * fn
+    rng, f1s = random.Random(0), []
+    for _ in range(4000):
+        sample = [rng.choice(outcomes) for _ in outcomes]
+        t, f, n = sample.count("tp"), sample.count("fp"), sample.count("fn")
+        f1s.append(200 * t / (2 * t + f + n))
+    mean = sum(f1s) / len(f1s)
+    bootstrap = math.sqrt(sum((x - mean) ** 2 for x in f1s) / (len(f1s) - 1))
+    assert f1_se(tp, fp, tn, fn) == pytest.approx(bootstrap, rel=0.08)
+    # MMBench: binomial on the circular groups, not the copies
+    summary = {"score": 50.0, "metrics": {"n_groups": 25}, "n_scored": 100}
+    assert standard_error("mmbench", summary) == pytest.approx(10.0)
+    # retention of the upper bound itself: only the upper bound's own error remains... scaled by the gap
+    assert retention_se(60.0, 60.0, 20.0, 2.0, 2.0, 2.0) == pytest.approx(math.sqrt(4 + 4) / 40)
+    assert retention_se(30.0, 20.0, 20.0, 1.0, 1.0, 1.0) is None
+
+
+def test_a_run_directory_holds_one_preset_and_seed(demo, capsys):
+    assert main(["demo", "--preset", "smoke", "--seed", "1", "--out", str(demo)]) == 2
+    assert "holds the demo run of preset 'smoke' seed 0" in capsys.readouterr().err
 
 
 def test_rerun_reuses_finished_stages(demo, capsys):
@@ -74,3 +117,19 @@ def test_rerun_reuses_finished_stages(demo, capsys):
     assert {p: p.stat().st_mtime_ns for p in (demo / "models").rglob("model.safetensors")} == before
     assert json.loads((demo / "report.json").read_text())["table1"] == report["table1"]
     assert "voco train" not in capsys.readouterr().out
+
+
+def test_curves_score_every_checkpoint(demo):
+    assert main(["demo", "--curves", "--preset", "smoke", "--out", str(demo)]) == 0
+    curves = json.loads((demo / "curves" / "curves.json").read_text())
+    assert set(curves["curves"]) == {"Base", "Upper bound", "Lower bound", "VoCo K=1"}
+    assert list(curves["curves"]["Base"]) == ["1", "2", "3"]  # smoke: a checkpoint every step
+    assert list(curves["curves"]["VoCo K=1"]) == ["0", "1", "2"]  # 0 = the base it starts from
+    world = load_world(demo / "world")
+    for bench in BENCHES:
+        answers = demo / "curves" / "answers" / "VoCo K=1" / "2" / f"{bench}.jsonl"
+        key = demo / "curves" / "slice" / bench / "answer_key.jsonl"
+        assert curves["curves"]["VoCo K=1"]["2"][bench]["score"] == score(bench, answers, key)["score"]
+        images = {json.loads(line)["image"] for line in key.read_text().splitlines()}
+        assert images <= {json.loads(q)["image"] for q in world.questions(bench).read_text().splitlines()}
+    assert (demo / "curves" / "curves.png").read_bytes()[:4] == b"\x89PNG"

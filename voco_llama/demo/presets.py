@@ -27,6 +27,10 @@ class ImageDemo:
     ks: tuple[int, ...] = (1, 2, 4, 8, 16)
     eval_batch_size: int = 48
     max_new_tokens: int = 6
+    # `voco demo --curves`: a checkpoint every this many steps, scored on the questions about this many
+    # eval images
+    curve_every: int = 50
+    curve_images: int = 100
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ PRESETS = {
             ks=(1, 2),
             eval_batch_size=32,
             max_new_tokens=3,
+            curve_every=1,
+            curve_images=8,
         ),
         video=VideoDemo(
             train_clips=10,

@@ -40,6 +40,7 @@ from ..core.files import write_atomic, write_json_atomic
 from ..core.pipeline import VoCoPipeline
 from ..eval.evaluate import answered_ids, read_questions, run_eval
 from ..eval.scorers import score
+from .image import run_demo, run_dir
 from .movingworld import BENCH, QUESTION_TYPES, generate_moving_world, load_moving_world
 from .presets import VideoDemo, get_preset
 from .toyworld import load_world
@@ -259,7 +260,8 @@ def _scaling(preset: VideoDemo, voco_dir: Path, full_dir: Path, world) -> tuple[
             ),
             "full_ttft_s": None,
         }
-        if full_affordable:
+        # a prompt past the model's own context cannot be answered at all (the model refuses it)
+        if full_affordable and full_positions < full_config.text_config.max_position_embeddings:
             row["full_ttft_s"] = _timed(
                 lambda frames=frames: full.ask(question["text"], images=frames, route="full", max_new_tokens=1),
                 preset.ttft_repeats,
@@ -364,7 +366,8 @@ def _markdown(
         "(VoCo: the per-frame cache's `.nbytes`; full tokens: `kv_bytes` of F x N tokens). TTFT: answering one "
         "question (one new token) from the already built VoCo cache vs one causal prefill over every "
         "frame's N tokens from pixels; '-' = not measured (the previous size took longer than "
-        f"{preset.full_ttft_budget:g} s). Building the VoCo cache costs {compress_per_frame * 1e3:.1f} ms per "
+        f"{preset.full_ttft_budget:g} s, or the prompt is longer than the model's context). "
+        f"Building the VoCo cache costs {compress_per_frame * 1e3:.1f} ms per "
         "frame, once per video however many questions follow (not in TTFT).",
         "",
         "| frames | text | VoCo K=1 positions | full positions | VoCo bytes | full bytes | VoCo TTFT (ms) | "
@@ -401,11 +404,9 @@ def _markdown(
 def run_video_demo(args) -> int:
     demo_preset = get_preset(args.preset)
     preset = demo_preset.video
-    out = Path(args.out)
+    out = run_dir(args)
     video = out / "video"
     if not (out / "models" / "voco-k1" / "config.json").is_file():
-        from .image import run_demo
-
         print(f"voco demo --video: no image demo in {out}; running `voco demo --preset {args.preset}` first")
         run_demo(args)
     if getattr(args, "fresh", False) and video.exists():

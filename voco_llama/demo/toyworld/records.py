@@ -43,7 +43,12 @@ def _yes_no_style(question: str, rng: random.Random) -> str:
 
 
 def _train_record(
-    scene: Scene, rng: random.Random, bal: _Balancer, letters: Counter, questions: tuple[int, int] = (2, 5)
+    scene: Scene,
+    rng: random.Random,
+    bal: _Balancer,
+    letters: Counter,
+    questions: tuple[int, int] = (2, 5),
+    multiple_choice: float = 0.25,
 ) -> dict:
     cands = candidates(scene)
     turns: list[tuple[str, str]] = []
@@ -62,7 +67,7 @@ def _train_record(
         qa = min(pool, key=lambda c: bal.score(c, "", rng.random()))
         bal.take(qa, "")
         asked.add(qa.question)
-        if template in MC_TEMPLATES and rng.random() < 0.25:
+        if template in MC_TEMPLATES and rng.random() < multiple_choice:
             index = _least_used_letter(letters, template, rng)
             turns.append((multiple_choice_text(qa.question, _options(qa, index, rng)), LETTERS[index]))
         elif template in YES_NO_TEMPLATES:
@@ -106,11 +111,15 @@ def _text_only_record(index: int, rng: random.Random) -> dict:
 
 
 def _train_records(
-    scenes: list[Scene], seed: int, text_only_fraction: float, questions: tuple[int, int] = (2, 5)
+    scenes: list[Scene],
+    seed: int,
+    text_only_fraction: float,
+    questions: tuple[int, int] = (2, 5),
+    multiple_choice: float = 0.25,
 ) -> list[dict]:
     rng = random.Random(f"toyworld/{seed}/train")
     bal, letters = _Balancer(), Counter()
-    records = [_train_record(s, rng, bal, letters, questions) for s in scenes]
+    records = [_train_record(s, rng, bal, letters, questions, multiple_choice) for s in scenes]
     n_text = round(len(scenes) * text_only_fraction / (1 - text_only_fraction)) if text_only_fraction > 0 else 0
     text_records = [_text_only_record(i, rng) for i in range(n_text)]
     # Spread the text-only records through the list, as in LLaVA's mix.

@@ -138,6 +138,7 @@ def world_config(
     eval_questions: int | Mapping[str, int] | None = None,
     text_only_fraction: float = 0.05,
     questions_per_image: tuple[int, int] = (2, 5),
+    multiple_choice_fraction: float = 0.25,
 ) -> dict:
     """The full, validated configuration `generate_world` records in world.json."""
     low, high = questions_per_image
@@ -149,6 +150,8 @@ def world_config(
         raise ValueError(f"image_size must be >= 24 pixels, got {image_size}")
     if not 0 <= text_only_fraction < 1:
         raise ValueError(f"text_only_fraction must be in [0, 1), got {text_only_fraction}")
+    if not 0 <= multiple_choice_fraction <= 1:
+        raise ValueError(f"multiple_choice_fraction must be in [0, 1], got {multiple_choice_fraction}")
     return {
         "format_version": FORMAT_VERSION,
         "seed": int(seed),
@@ -158,6 +161,7 @@ def world_config(
         "eval_questions": _resolve_eval_sizes(eval_questions),
         "text_only_fraction": float(text_only_fraction),
         "questions_per_image": [int(low), int(high)],
+        "multiple_choice_fraction": float(multiple_choice_fraction),
     }
 
 
@@ -170,6 +174,7 @@ def generate_world(
     eval_questions: int | Mapping[str, int] | None = None,
     text_only_fraction: float = 0.05,
     questions_per_image: tuple[int, int] = (2, 5),
+    multiple_choice_fraction: float = 0.25,
     progress: bool | None = None,
 ) -> World:
     """Generate the world into `out_dir` (see the module docstring for the files) and return it.
@@ -177,11 +182,20 @@ def generate_world(
     `eval_questions`: questions per bench, one int for all or a mapping overriding
     `DEFAULT_EVAL_QUESTIONS` per bench (rounded down: pope to an even number per category, mme to
     whole yes/no pairs, mmbench to whole groups of 4). `progress`: tqdm bar (default: on for >= 1000
-    images). Same arguments -> byte-identical files (with the same Pillow/zlib for the PNGs). Files
+    images). `multiple_choice_fraction`: the share of training questions of the multiple-choice
+    templates asked as multiple choice (the rest as short answers). Same arguments -> byte-identical
+    files (with the same Pillow/zlib for the PNGs). Files
     of a previous world in `out_dir` are overwritten and its extra images removed.
     """
     config = world_config(
-        seed, num_train_images, num_eval_images, image_size, eval_questions, text_only_fraction, questions_per_image
+        seed,
+        num_train_images,
+        num_eval_images,
+        image_size,
+        eval_questions,
+        text_only_fraction,
+        questions_per_image,
+        multiple_choice_fraction,
     )
     world = World(Path(out_dir))
     world.root.mkdir(parents=True, exist_ok=True)
@@ -208,7 +222,9 @@ def generate_world(
         write_jsonl_atomic(world.questions(bench), questions)
         write_jsonl_atomic(world.answer_key(bench), keys)
 
-    records = _train_records(train_scenes, seed, text_only_fraction, tuple(config["questions_per_image"]))
+    records = _train_records(
+        train_scenes, seed, text_only_fraction, tuple(config["questions_per_image"]), multiple_choice_fraction
+    )
     write_json_atomic(world.train_json, records, indent=1)
     write_json_atomic(
         world.scenes_json, {"image_size": image_size, "scenes": [s.to_json() for s in all_scenes]}, indent=None

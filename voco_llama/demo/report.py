@@ -1,0 +1,333 @@
+"""The image demo's report: Table 1 and Table 2 from the scored answer files, with standard errors,
+the issue's goals checked on them, the plots, and the closing example.
+
+Retention (the paper's rate) per benchmark is (method - lower) / (upper - lower). It is only shown
+where the benchmark is learned -- the upper bound beats the lower bound by at least `LEARNED_GAP` of
+the benchmark's scale; elsewhere both bounds answer from the text prior and the rate is noise over
+noise: the cell shows "-" and the mean leaves it out. A rate above 100% is kept, marked "*" when it
+is within two standard errors of 100% and "!" when it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..core.cache import kv_bytes
+from ..core.pipeline import VoCoPipeline
+from ..eval.scorers import DISPLAY_NAMES
+from .stats import retention_se, standard_error
+from .toyworld import BENCHES
+
+LEARNED_GAP = 0.15  # of the benchmark's scale (100 points; MME 200 per subtask)
+TABLE1 = ("Upper bound", "VoCo K=1", "Avg-pool", "Q-Former", "Lower bound")
+BASELINES = ("Avg-pool", "Q-Former")
+BASELINE_MARGIN = 0.10  # retention points VoCo K=1 must keep over each baseline
+RETENTION_GOAL = 0.85
+K_RISE = 0.03  # Table 2: K=16 at least K=1 + this
+
+
+def scales(mme_summary: dict) -> dict[str, float]:
+    """Full scale of each benchmark's score: 100, and for MME 200 (acc + acc+) per subtask present."""
+    return {b: 200.0 * len(mme_summary["categories"]) if b == "mme" else 100.0 for b in BENCHES}
+
+
+def learned_benchmarks(upper: dict[str, float], lower: dict[str, float], scale: dict[str, float]) -> list[str]:
+    return [b for b in BENCHES if upper[b] - lower[b] >= LEARNED_GAP * scale[b]]
+
+
+def read_row(row_dir: Path) -> dict[str, dict]:
+    """bench -> scorer summary, from the row's .score.json files."""
+    return {b: json.loads((row_dir / f"{b}.score.json").read_text()) for b in BENCHES}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def tables(rows: dict[str, dict[str, dict]], ks: tuple[int, ...]) -> dict:
+    """Table 1, Table 2 and the goals from every row's scorer summaries (row name -> bench -> summary)."""
+    score = {n: {b: s[b]["score"] for b in BENCHES} for n, s in rows.items()}
+    se = {n: {b: standard_error(b, s[b]) for b in BENCHES} for n, s in rows.items()}
+    upper, lower = score["Upper bound"], score["Lower bound"]
+    scale = scales(rows["Upper bound"]["mme"])
+    learned = learned_benchmarks(upper, lower, scale)
+
+    def retained(name: str) -> dict:
+        per, per_se = {}, {}
+        for b in learned:
+            gap = upper[b] - lower[b]
+            per[b] = (score[name][b] - lower[b]) / gap
+            per_se[b] = retention_se(
+                score[name][b], upper[b], lower[b], se[name][b], se["Upper bound"][b], se["Lower bound"][b]
+            )
+        mean = _mean(list(per.values()))
+        mean_se = math.sqrt(sum(v * v for v in per_se.values())) / len(per_se) if per_se else None
+        return {"retention": per, "retention_se": per_se, "mean_retention": mean, "mean_retention_se": mean_se}
+
+    table1 = {n: {"scores": score[n], "se": se[n], **retained(n)} for n in TABLE1}
+    table2 = {k: retained(f"VoCo K={k}") for k in ks}
+    return {
+        "learned": learned,
+        "scales": scale,
+        "table1": table1,
+        "table2": table2,
+        "goals": goals(table1, table2, learned, upper, lower, scale),
+    }
+
+
+def goals(table1: dict, table2: dict, learned: list[str], upper: dict, lower: dict, scale: dict) -> dict:
+    """The issue's goals 1-4, judged on these numbers."""
+    voco = table1["VoCo K=1"]["mean_retention"]
+    all_learned = len(learned) == len(BENCHES)
+    margins = {
+        b: (voco - table1[b]["mean_retention"])
+        if voco is not None and table1[b]["mean_retention"] is not None
+        else None
+        for b in BASELINES
+    }
+    ks = sorted(table2)
+    steps = []
+    for a, b in zip(ks, ks[1:]):
+        ra, rb = table2[a]["mean_retention"], table2[b]["mean_retention"]
+        steps.append(
+            {
+                "from": a,
+                "to": b,
+                "change": None if ra is None or rb is None else rb - ra,
+                "se": table2[b]["mean_retention_se"],
+            }
+        )
+    first, last = table2[ks[0]]["mean_retention"], table2[ks[-1]]["mean_retention"]
+    rises = (
+        first is not None
+        and last is not None
+        and last >= first + K_RISE
+        and all(s["change"] is not None and s["change"] >= -(s["se"] or 0) for s in steps)
+    )
+    return {
+        "all_learned": {
+            "met": all_learned,
+            "gaps": {b: upper[b] - lower[b] for b in BENCHES},
+            "needed": {b: LEARNED_GAP * scale[b] for b in BENCHES},
+        },
+        "voco_retention": {
+            "met": all_learned and voco is not None and voco >= RETENTION_GOAL,
+            "value": voco,
+            "goal": RETENTION_GOAL,
+        },
+        "baselines_below": {
+            "met": all(m is not None and m >= BASELINE_MARGIN for m in margins.values()),
+            "margins": margins,
+            "goal": BASELINE_MARGIN,
+        },
+        "table2_rises": {"met": rises, "k1": first, "k_max": last, "steps": steps},
+    }
+
+
+def _cell(value: float | None, se: float | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{100 * value:.1f}% ± {100 * se:.1f}" if se is not None else f"{100 * value:.1f}%"
+    if value > 1:
+        text += " *" if se is not None and value - 1 <= 2 * se else " !"
+    return text
+
+
+def markdown(name: str, seed: int, result: dict, info: str, vision_tokens: int) -> str:
+    learned = result["learned"]
+    names = lambda bs: ", ".join(DISPLAY_NAMES.get(b, b) for b in bs) or "none"  # noqa: E731
+    unlearned = [b for b in BENCHES if b not in learned]
+    heads = " | ".join(DISPLAY_NAMES.get(b, b) for b in BENCHES)
+    lines = [
+        f"# VoCo-LLaMA at toy scale: {vision_tokens} vision tokens -> K VoCo tokens",
+        "",
+        f"Preset `{name}`, seed {seed}. {info}",
+        "",
+        "## Table 1: methods (K = 1)",
+        "",
+        "Scores ± one standard error (binomial on the questions; MMBench on its circular groups; MME and "
+        "POPE F1 as in `demo/stats.py`). MME is the sum of acc + acc+ over its "
+        f"{int(result['scales']['mme'] // 200)} subtasks (scale {result['scales']['mme']:.0f}); POPE is F1.",
+        "",
+        "| method | " + heads + " |",
+        "|---" * (len(BENCHES) + 1) + "|",
+    ]
+    for row_name, row in result["table1"].items():
+        cells = [f"{row['scores'][b]:.1f} ± {row['se'][b]:.1f}" for b in BENCHES]
+        lines.append(f"| {row_name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Retention, (method - lower) / (upper - lower). Learned benchmarks (upper above lower by >= "
+        f"{LEARNED_GAP:.0%} of the scale): {names(learned)}"
+        + (f"; not learned, shown as - and left out of the mean: {names(unlearned)}." if unlearned else "."),
+        "'*': above 100% within two standard errors; '!': above 100% beyond them.",
+        "",
+        "| method | " + heads + " | mean retention |",
+        "|---" * (len(BENCHES) + 2) + "|",
+    ]
+    for row_name, row in result["table1"].items():
+        cells = [_cell(row["retention"].get(b), row["retention_se"].get(b)) for b in BENCHES]
+        lines.append(
+            f"| {row_name} | "
+            + " | ".join(cells)
+            + f" | **{_cell(row['mean_retention'], row['mean_retention_se'])}** |"
+        )
+    ks = sorted(result["table2"])
+    lines += [
+        "",
+        f"## Table 2: VoCo tokens K ({vision_tokens} vision tokens -> K), mean retention over the learned benchmarks",
+        "",
+        "| K | " + " | ".join(str(k) for k in ks) + " |",
+        "|---" * (len(ks) + 1) + "|",
+        "| retention | "
+        + " | ".join(_cell(result["table2"][k]["mean_retention"], result["table2"][k]["mean_retention_se"]) for k in ks)
+        + " |",
+        "",
+        "## Goals",
+        "",
+    ]
+    g = result["goals"]
+    mark = lambda ok: "MET" if ok else "NOT MET"  # noqa: E731
+    gaps = ", ".join(
+        f"{DISPLAY_NAMES.get(b, b)} {g['all_learned']['gaps'][b]:+.1f} (needs {g['all_learned']['needed'][b]:.0f})"
+        for b in BENCHES
+    )
+    lines.append(f"- Every benchmark learned (upper - lower): {mark(g['all_learned']['met'])}: {gaps}.")
+    v = g["voco_retention"]["value"]
+    lines.append(
+        f"- VoCo K=1 mean retention over all six >= {RETENTION_GOAL:.0%}: {mark(g['voco_retention']['met'])} "
+        f"({_cell(v, result['table1']['VoCo K=1']['mean_retention_se'])} over {len(learned)} learned benchmark(s))."
+    )
+    margins = ", ".join(
+        f"{b} {'-' if m is None else f'{100 * m:+.1f}'} points" for b, m in g["baselines_below"]["margins"].items()
+    )
+    lines.append(
+        f"- Avg-pool and Q-Former >= {100 * BASELINE_MARGIN:.0f} points below VoCo K=1: "
+        f"{mark(g['baselines_below']['met'])} (VoCo minus {margins})."
+    )
+    t2 = g["table2_rises"]
+    lines.append(
+        f"- Table 2 rises with K (K={ks[-1]} >= K={ks[0]} + {100 * K_RISE:.0f} points, no step down beyond its "
+        f"standard error): {mark(t2['met'])}."
+    )
+    lines += ["", "![Table 1](table1_methods.png) ![Table 2](table2_retention_vs_k.png)", ""]
+    return "\n".join(lines)
+
+
+def plots(out: Path, result: dict, vision_tokens: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table1, table2 = result["table1"], result["table2"]
+    learned = ", ".join(DISPLAY_NAMES.get(b, b) for b in result["learned"]) or "none"
+    names = list(table1)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    values = [100 * (table1[n]["mean_retention"] or 0) for n in names]
+    errors = [100 * (table1[n]["mean_retention_se"] or 0) for n in names]
+    ax.bar(names, values, yerr=errors, capsize=4, color=["#888", "#c33", "#38c", "#3a6", "#444"][: len(names)])
+    ax.set_ylabel("mean retention (%)")
+    ax.set_title(
+        f"{vision_tokens} vision tokens -> 1 at toy scale (Table 1)\nlearned benchmarks: {learned}", fontsize=10
+    )
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
+    fig.tight_layout()
+    fig.savefig(out / "table1_methods.png", dpi=120)
+    plt.close(fig)
+
+    ks = sorted(table2)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.errorbar(
+        ks,
+        [100 * (table2[k]["mean_retention"] or 0) for k in ks],
+        yerr=[100 * (table2[k]["mean_retention_se"] or 0) for k in ks],
+        marker="o",
+        capsize=3,
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("VoCo tokens K")
+    ax.set_ylabel("mean retention (%)")
+    ax.set_title(f"{vision_tokens} vision tokens -> K VoCo tokens (Table 2)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "table2_retention_vs_k.png", dpi=120)
+    plt.close(fig)
+
+
+def _normal(text: str) -> str:
+    return text.strip().lower().rstrip(".")
+
+
+def example(out: Path, world, model_dir: Path, max_new_tokens: int, most: int = 8) -> dict:
+    """Every question the benches ask about one eval image (the first image asked about in at least
+    three benches, so the choice does not depend on the answers), answered from that image's one
+    compressed cache. Right = the answer equals the key's (case and a final period aside)."""
+    questions = {}
+    for bench in BENCHES:
+        keys = {k["question_id"]: k for k in map(json.loads, world.answer_key(bench).read_text().splitlines())}
+        for q in map(json.loads, world.questions(bench).read_text().splitlines()):
+            questions.setdefault(q["image"], []).append((bench, q, keys[q["question_id"]]["answer"]))
+    image = next((i for i in sorted(questions) if len({b for b, _, _ in questions[i]}) >= 3), sorted(questions)[0])
+    asked, stems = [], set()
+    for item in sorted(questions[image], key=lambda t: (BENCHES.index(t[0]), t[1]["question_id"])):
+        stem = item[1]["text"].split("\n")[0]  # MMBench's circular copies and repeats across benches: once
+        if stem not in stems:
+            stems.add(stem)
+            asked.append(item)
+    # one question per bench first, then the rest, so the example spans the formats
+    firsts = [t for i, t in enumerate(asked) if all(t[0] != u[0] for u in asked[:i])]
+    asked = (firsts + [t for t in asked if t not in firsts])[:most]
+    pipe = VoCoPipeline.from_pretrained(model_dir)
+    cache = pipe.compress([world.images_dir / image])
+    cache_file = cache.save(out / "example.voco")
+    config = pipe.model.config
+    full = kv_bytes(config, config.num_vision_tokens + cache.num_voco, cache.keys[0].element_size())
+    # the one cache, shared by every question of the batch
+    answers = pipe.ask([q["text"] for _, q, _ in asked], cache=cache[[0] * len(asked)], max_new_tokens=max_new_tokens)
+    items = [
+        {
+            "bench": b,
+            "question": q["text"],
+            "answer": a.text,
+            "expected": want,
+            "right": _normal(a.text) == _normal(want),
+        }
+        for (b, q, want), a in zip(asked, answers)
+    ]
+    return {
+        "image": image,
+        "cache_bytes": cache.nbytes,
+        "cache_file_bytes": cache_file.stat().st_size,
+        "full_kv_bytes": full,
+        "vision_tokens": config.num_vision_tokens,
+        "num_voco": cache.num_voco,
+        "questions": items,
+        "right": sum(i["right"] for i in items),
+    }
+
+
+def example_text(ex: dict) -> str:
+    lines = [
+        f"## Example: {len(ex['questions'])} questions about {ex['image']}, answered from its one "
+        f"VoCo K={ex['num_voco']} cache",
+        "",
+        f"Cache: {ex['cache_bytes']:,} bytes ({ex['cache_file_bytes']:,} on disk) vs {ex['full_kv_bytes']:,} bytes of "
+        f"full-token K/V ({ex['vision_tokens']} vision + {ex['num_voco']} VoCo tokens): "
+        f"{ex['cache_bytes'] / ex['full_kv_bytes']:.1%}. Right: {ex['right']} of {len(ex['questions'])} "
+        "(exact match, case aside).",
+        "",
+        "| bench | question | answer (from the cache) | expected | right |",
+        "|---|---|---|---|---|",
+    ]
+    for i in ex["questions"]:
+        question = i["question"].split("\n")
+        shown = " / ".join(question[:-1]) if len(question) > 1 else question[0]
+        lines.append(
+            f"| {DISPLAY_NAMES.get(i['bench'], i['bench'])} | {shown} | {i['answer']!r} | {i['expected']!r} | "
+            f"{'yes' if i['right'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
