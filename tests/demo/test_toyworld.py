@@ -293,22 +293,18 @@ def test_eval_answers_are_correct(world, scenes, bench):
         assert k["answer"] == answer_turn(q["text"], scenes[q["image"]]), q
 
 
-def test_vqav2_annotators_mostly_agree_with_realistic_variants(world):
-    def norm(a: str) -> str:  # a light version of the VQA normaliser
-        a = a.lower().replace("-", " ").rstrip(".")
-        a = {"1": "one", "2": "two", "3": "three", "4": "four"}.get(a, a)
-        return re.sub(r"^(a|an|the) ", "", a)
+def test_vqav2_annotators_are_normalised_and_mostly_agree(world):
+    from voco_llama.eval.scorers.vqa import vqa_normalize
 
-    rows, verbatim, agreeing = read_bench(world, "vqav2"), 0, []
+    rows, agreeing = read_bench(world, "vqav2"), []
     for _, k in rows:
         assert len(k["answers"]) == 10 and all(isinstance(a, str) and a for a in k["answers"])
-        matches = sum(norm(a) == k["answer"] for a in k["answers"])
+        assert all(vqa_normalize(a) == a for a in k["answers"])  # as VQAv2's annotations come
+        matches = sum(a == vqa_normalize(k["answer"]) for a in k["answers"])
         assert matches >= 6  # the gold answer is the clear majority: full soft accuracy
-        verbatim += sum(a == k["answer"] for a in k["answers"])
         agreeing.append(matches)
-    total = 10 * len(rows)
-    assert verbatim < total and sum(agreeing) < total  # surface variants and real disagreement exist
-    assert sum(m < 10 for m in agreeing) > 0.3 * len(rows)
+    assert sum(m < 10 for m in agreeing) > 0.3 * len(rows)  # real disagreement exists
+    assert any(a.isdigit() for _, k in rows for a in k["answers"])  # counts as digits, like "2"
     assert set(k["category"] for _, k in rows) == {"yes/no", "number", "other"}
 
 

@@ -52,10 +52,10 @@ Files written by `generate_world(out_dir)`
 The benches (`BENCHES`), each imitating one of the paper's benchmarks:
 
 - gqa: short answers (exact match), category = template.
-- vqav2: short answers with 10 annotator answers: mostly the canonical answer, some surface variants
-  that the VQA normaliser maps back to it ("2" for "two", "Red", "top-left"), and some genuine
-  disagreement (an off-by-one count, a neighbouring colour, "upper left"), so soft accuracy is
-  meaningful; category = VQAv2 answer type ("yes/no", "number", "other").
+- vqav2: short answers with 10 annotator answers written normalised, as VQAv2's are ("4", "top left"):
+  mostly the canonical answer, with some genuine disagreement (an off-by-one count, a neighbouring
+  colour, "upper left"), so soft accuracy is meaningful; category = VQAv2 answer type ("yes/no",
+  "number", "other").
 - pope: "Is there a {object} in the image?" where an object is a colour+shape ("red circle"). As in
   POPE, the same images and the same positives (up to 3 present objects per image) are used for each
   category, with as many negatives: random = absent objects drawn uniformly; popular = the absent

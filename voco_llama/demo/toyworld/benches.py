@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ...eval.scorers.vqa import vqa_normalize
 from .questions import (
     LETTERS,
     MC_TEMPLATES,
@@ -107,17 +108,6 @@ _SIMILAR_SHAPES = {
 }
 
 
-def _same_answer_variant(answer: str, template: str, rng: random.Random) -> str:
-    """A surface form VQA's answer normalisation maps back to `answer`."""
-    if template == "count":
-        return rng.choice((str(NUMBER_WORDS.index(answer) + 1), answer.capitalize()))
-    if template == "where" and " " in answer:
-        return rng.choice((answer.replace(" ", "-"), answer.capitalize(), answer + "."))
-    if template == "shape":
-        return rng.choice((f"{article(answer)} {answer}", answer.capitalize()))
-    return rng.choice((answer.capitalize(), answer + "."))
-
-
 def _other_answer(answer: str, template: str, rng: random.Random) -> str:
     """A plausible annotator disagreement."""
     if template == "color":
@@ -136,10 +126,11 @@ def _other_answer(answer: str, template: str, rng: random.Random) -> str:
 def _annotator_answers(qa: QA, rng: random.Random) -> list[str]:
     n_other = rng.choices((0, 1, 2, 3), weights=(50, 25, 15, 10))[0]
     answers = [_other_answer(qa.answer, qa.template, rng) for _ in range(n_other)]
-    for _ in range(10 - n_other):
-        answers.append(_same_answer_variant(qa.answer, qa.template, rng) if rng.random() < 0.2 else qa.answer)
+    answers += [qa.answer] * (10 - n_other)
     rng.shuffle(answers)
-    return answers
+    # Real VQAv2 annotations come normalised ("2", "top left") and the official evaluator does not
+    # normalise them again (beyond punctuation when they disagree): written the same way here.
+    return [vqa_normalize(a) for a in answers]
 
 
 def _bench_vqav2(scenes, cands, n, rng) -> list[_Item]:

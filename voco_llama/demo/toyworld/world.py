@@ -29,7 +29,7 @@ from .scenes import (
     render,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: VQAv2 annotator answers written normalised
 
 # ----------------------------------------------------------------------------------------------
 # The world on disk
