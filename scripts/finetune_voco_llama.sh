@@ -12,7 +12,9 @@
 # Override any setting through the environment, e.g. NUM_GPUS=4 NUM_VOCO=8 OUTPUT_DIR=... bash scripts/finetune_voco_llama.sh;
 # with fewer GPUs the accumulation grows so the global batch stays 128. Extra arguments go to `voco train`
 # (e.g. --attention_rule causal to train the upper-bound model, --skip_bad_samples True).
-# LAUNCHER=deepspeed (default; needs `pip install 'voco-llama[deepspeed]'`) or torchrun.
+# ENGINE=zero3 (default, the reference), zero2 (configs/zero2.json) or fsdp (FSDP2 full shard, configs/fsdp.json;
+# launched with torchrun). ZERO=path overrides the DeepSpeed config file.
+# LAUNCHER=deepspeed (default for ZeRO; needs `pip install 'voco-llama[deepspeed]'`) or torchrun.
 # DRY_RUN=1 prints the command (one argument per line) instead of running it.
 set -euo pipefail
 
@@ -32,8 +34,13 @@ PROJECTOR=${PROJECTOR:-./checkpoints/pretrain/mm_projector.bin}
 DATA_PATH=${DATA_PATH:-./playground/data/llava_v1_5_mix665k.json}
 IMAGE_FOLDER=${IMAGE_FOLDER:-./playground/data}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/voco-llama-7b-k${NUM_VOCO}}
-ZERO=${ZERO:-$(dirname "$0")/../configs/zero3.json}
-LAUNCHER=${LAUNCHER:-deepspeed}
+CONFIGS=$(dirname "$0")/../configs
+ENGINE=${ENGINE:-zero3}
+case "$ENGINE" in
+    zero2|zero3) engine=(--deepspeed "${ZERO:-$CONFIGS/$ENGINE.json}"); LAUNCHER=${LAUNCHER:-deepspeed} ;;
+    fsdp) engine=(--fsdp --fsdp_config "$CONFIGS/fsdp.json"); LAUNCHER=${LAUNCHER:-torchrun} ;;
+    *) echo "finetune_voco_llama.sh: ENGINE must be zero3, zero2 or fsdp, not $ENGINE" >&2; exit 2 ;;
+esac
 
 case "$LAUNCHER" in
     deepspeed) launch=(deepspeed --num_gpus "$NUM_GPUS" --module voco_llama.cli) ;;
@@ -42,7 +49,7 @@ case "$LAUNCHER" in
 esac
 
 cmd=("${launch[@]}" train
-    --deepspeed "$ZERO"
+    "${engine[@]}"
     --model_name_or_path "$LLM"
     --version v1
     --data_path "$DATA_PATH"

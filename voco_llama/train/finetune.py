@@ -9,7 +9,7 @@ checkpointing, checkpointing, `--resume_from_checkpoint`, logging and progress b
 Trainer; `--evaluation_strategy` is accepted as the old name of `--eval_strategy`). Ours:
 `--num_voco K`, `--compressor voco`, `--position_layout`, `--attention_rule voco|causal` (causal
 trains the full-token upper-bound model), `--freeze_vision_tower` (default True),
-`--skip_bad_samples`, `--seed`.
+`--skip_bad_samples` (with `--max_bad_fraction`, default 0.05), `--seed`.
 
 The starting model is one of:
   (a) one of our saved models (config model_type "voco_llava"): loaded as is;
@@ -21,10 +21,11 @@ The starting model is one of:
 
 The data is validated as `voco data check` does (every image opened) before training starts: bad
 records stop the run with one line and exit code 2, unless `--skip_bad_samples` (then the
-dropped records are counted per reason). The end result is a bundle (model + tokenizer + image
-processor) in `--output_dir` that `voco ask --model` and `presets.load_bundle` open directly;
-checkpoints carry the image processor too, and a rerun with checkpoints in `--output_dir`
-resumes from the latest one (as LLaVA's train.py does).
+dropped records are counted per reason, and more than `--max_bad_fraction` of them still stops
+it). The end result is a bundle (model + tokenizer + image processor) in `--output_dir` that
+`voco ask --model` and `presets.load_bundle` open directly; checkpoints carry the image processor
+too, and a rerun with checkpoints in `--output_dir` resumes from the latest one (as LLaVA's
+train.py does).
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class DataArguments:
     lazy_preprocess: bool = field(default=True, metadata={"help": "accepted for LLaVA compatibility (always lazy)"})
     is_multimodal: bool = field(default=True, metadata={"help": "accepted for LLaVA compatibility"})
     skip_bad_samples: bool = field(default=False, metadata={"help": "drop bad records (counted) instead of refusing"})
+    max_bad_fraction: float = field(
+        default=0.05, metadata={"help": "with --skip_bad_samples: refuse when more than this share of records is bad"}
+    )
 
 
 @dataclass
@@ -208,6 +212,25 @@ class ModalityLengthGroupedSampler(Sampler):
 
 
 class VoCoTrainer(Trainer):
+    def create_accelerator_and_postprocess(self) -> None:
+        """accelerate (1.16) turns FSDP on only for GPU-type process groups: on CPU processes it drops
+        the plugin without a word and wraps the model in plain DDP. FSDP2 itself shards over gloo, so
+        give the plugin back to the shared accelerator state before the model is prepared."""
+        super().create_accelerator_and_postprocess()
+        from accelerate.state import PartialState
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        state = self.accelerator.state
+        if self.args.fsdp_plugin_args is not None and not self.is_fsdp_enabled:
+            if state.distributed_type != DistributedType.MULTI_CPU:
+                raise InputError("--fsdp on CPU shards over several processes: launch with torchrun --nproc_per_node N")
+            if self.args.fsdp_plugin_args["fsdp_version"] != 2:
+                raise InputError("--fsdp on CPU processes needs FSDP2 (fsdp_config version 2)")
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            # both shared states, as accelerate does on GPUs (a later AcceleratorState() re-reads PartialState's)
+            state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.is_fsdp_enabled = True
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if getattr(self.args, "group_by_modality_length", False) and hasattr(dataset, "modality_lengths"):
@@ -374,6 +397,33 @@ def _latest_checkpoint(output_dir: str) -> str | None:
     return str(max(found, key=lambda p: int(p.name.split("-")[1]))) if found else None
 
 
+def _connect_deepspeed() -> None:
+    """Hand DeepSpeed the process group Trainer made. On CPU (--use_cpu, which several processes
+    need, see TrainingArguments) accelerate starts torch.distributed on gloo itself and never calls
+    `deepspeed.init_distributed`; DeepSpeed's own world size then fails quietly to 1, so ZeRO-3's
+    partitioned load and its batch-size check disagree with Trainer's world of N. (On GPUs
+    accelerate has already initialised DeepSpeed's comm layer: nothing to do.)"""
+    import deepspeed
+
+    if torch.distributed.is_initialized() and not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend(), auto_mpi_discovery=False)
+
+
+def _keep_used_conversions(model) -> None:
+    """Save under the key names a plain run writes. save_pretrained undoes the key renamings the
+    load recorded; the plain loader records only those that matched a checkpoint key, transformers'
+    ZeRO-3 loader records all of them, LLaVA's legacy layout included, so a ZeRO-3 run would write
+    `language_model.model.*` where a plain run writes `language_model.*`."""
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions:
+        model._weight_conversions = [c for c in conversions if c.was_used()]
+
+
+def _numel(parameter) -> int:
+    """ZeRO-3 loads each parameter partitioned (numel 0 here); ds_numel is its full size."""
+    return getattr(parameter, "ds_numel", parameter.numel())
+
+
 def run(argv: list[str]) -> int:
     """`voco train ARGV` (LLaVA's flags)."""
     return train(*parse(argv))
@@ -395,9 +445,19 @@ def train(margs: ModelArguments, dargs: DataArguments, targs: TrainingArguments)
             import deepspeed  # noqa: F401  (an optional extra: pip install voco-llama[deepspeed])
         except ImportError:
             raise InputError("--deepspeed needs the deepspeed package (pip install 'voco-llama[deepspeed]')") from None
+        if "LOCAL_RANK" not in os.environ:
+            # else DeepSpeed looks for an MPI world (mpi4py) and fails with a traceback
+            raise InputError(
+                "--deepspeed needs a launcher, even for one process: torchrun --nproc_per_node N -m voco_llama.cli "
+                "train ... (or deepspeed --num_gpus N --module voco_llama.cli train ...)"
+            )
+        _connect_deepspeed()
+    if not 0 <= dargs.max_bad_fraction <= 1:
+        raise InputError(f"--max_bad_fraction {dargs.max_bad_fraction}: expected a fraction in [0, 1]")
     set_seed(targs.seed)
 
     model, tokenizer, image_processor, how = load_start_model(margs)
+    _keep_used_conversions(model)
     tokenizer.model_max_length = targs.model_max_length
     freeze(model, margs.freeze_vision_tower)
 
@@ -425,11 +485,18 @@ def train(margs: ModelArguments, dargs: DataArguments, targs: TrainingArguments)
             f"{dargs.data_path}: {sum(bad.values())} bad record(s) of {dataset.num_records} ({by_reason}); "
             "see `voco data check`, or pass --skip_bad_samples to drop them"
         )
+    share = sum(bad.values()) / max(dataset.num_records, 1)
+    if share > dargs.max_bad_fraction:
+        # a wrong --image_folder makes nearly every record bad: skipping them would train on the rest, silently
+        raise InputError(
+            f"{dargs.data_path}: {sum(bad.values())} of {dataset.num_records} records bad ({share:.1%}, more than "
+            f"--max_bad_fraction {dargs.max_bad_fraction:g}; {by_reason}); see `voco data check`"
+        )
     if len(dataset) == 0:
         raise InputError(f"{dargs.data_path}: no usable record")
     if main_process:
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+        total = sum(_numel(p) for p in model.parameters())
         print(
             f"voco train: {how}, K={model.config.num_voco}, rule {model.config.attention_rule}, "
             f"{trainable:,} of {total:,} parameters trained; {len(dataset)} records"
