@@ -15,9 +15,9 @@ import socket
 import sys
 from pathlib import Path
 
-from ..core.errors import InputError
+from ..core.errors import InputError, positive_int
 from ..serve.protocol import Limits
-from ..serve.store import parse_size
+from ..serve.store import size_arg
 
 
 def build_server(args):
@@ -29,10 +29,10 @@ def build_server(args):
     from ..serve.store import CacheStore
 
     pipe = VoCoPipeline.from_pretrained(args.model)
-    store = CacheStore(parse_size(args.cache_memory), pipe.model.fingerprint(), args.cache_dir)
+    store = CacheStore(args.cache_memory, pipe.model.fingerprint(), args.cache_dir)
     engine = Engine(pipe, store, Metrics(store), num_voco=args.num_voco, max_batch=args.max_batch)
     limits = Limits(
-        max_request_bytes=parse_size(args.max_request_size),
+        max_request_bytes=args.max_request_size,
         max_image_pixels=args.max_image_pixels,
         max_frames=args.max_frames,
         max_tokens=args.max_tokens,
@@ -58,8 +58,6 @@ def _bind(host: str, port: int) -> socket.socket:
 def _serve_command(args) -> int:
     import uvicorn
 
-    if args.max_batch < 1:
-        raise InputError("--max-batch: must be at least 1")
     if args.allowed_local_media_path and not Path(args.allowed_local_media_path).is_dir():
         raise InputError(f"--allowed-local-media-path {args.allowed_local_media_path}: not a folder")
     logging.basicConfig(level=logging.WARNING, format="voco serve: %(message)s")
@@ -73,12 +71,16 @@ def _serve_command(args) -> int:
     app, name = build_server(args)
     port = sock.getsockname()[1]
     print(
-        f"voco serve: {name} on http://{args.host}:{port}/v1 (cache {args.cache_memory}"
+        f"voco serve: {name} on http://{args.host}:{port}/v1 (cache {args.cache_memory / 2**20:g} MiB"
         f"{', ' + args.cache_dir if args.cache_dir else ''})",
         flush=True,
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the Ctrl-C it caught
+        pass
+    print("voco serve: stopped", flush=True)
     return 0
 
 
@@ -87,17 +89,19 @@ def register_cli(subparsers) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
-    p.add_argument("--num-voco", type=int, help="K VoCo tokens per image (default: the model's)")
-    p.add_argument("--cache-memory", default="1GiB", help="bytes of caches kept in memory (LRU)")
+    p.add_argument("--num-voco", type=positive_int, help="K VoCo tokens per image (default: the model's)")
+    p.add_argument("--cache-memory", type=size_arg, default="1GiB", help="bytes of caches kept in memory (LRU)")
     p.add_argument("--cache-dir", help="also keep every cache here, as VoCo cache files, across restarts")
     p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1")
-    p.add_argument("--max-batch", type=int, default=16, help="requests answered (and images compressed) together")
+    p.add_argument(
+        "--max-batch", type=positive_int, default=16, help="requests answered (and images compressed) together"
+    )
     p.add_argument("--served-model-name", help="the model's name in the API (default: the folder's name)")
     p.add_argument("--allowed-local-media-path", help="file:// image and video URLs are read only under this folder")
-    p.add_argument("--max-request-size", default="32MiB")
-    p.add_argument("--max-image-pixels", type=int, default=4096 * 4096)
-    p.add_argument("--max-frames", type=int, default=64, help="images plus video frames in one request")
-    p.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
-    p.add_argument("--num-frames", type=int, default=8, help="frames sampled from a video_url, unless it says")
+    p.add_argument("--max-request-size", type=size_arg, default="32MiB")
+    p.add_argument("--max-image-pixels", type=positive_int, default=4096 * 4096)
+    p.add_argument("--max-frames", type=positive_int, default=64, help="images plus video frames in one request")
+    p.add_argument("--max-tokens", type=positive_int, default=1024, help="largest max_tokens a request may ask for")
+    p.add_argument("--num-frames", type=positive_int, default=8, help="frames sampled from a video_url, unless it says")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_serve_command)

@@ -14,6 +14,7 @@ holds a folder at a time (a lock file), so temp files left by a killed writer ar
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -39,6 +40,14 @@ def parse_size(text: str) -> int:
     if not match:
         raise InputError(f"{text!r}: not a size (examples: 1GiB, 512MiB, 100MB, 4096)")
     return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
+
+
+def size_arg(text: str) -> int:
+    """argparse type of a size flag: a bad size is refused on the command line, in one line."""
+    try:
+        return parse_size(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def identity(fingerprint: str, num_voco: int, preprocessing: str) -> bytes:
