@@ -168,6 +168,8 @@ TABLE = [
     ("bench", ["bench", "--model", "{missing}", "--out", "{d}/bench"], "missing: model folder not found"),
     ("bench-train", ["bench-train", "--preset", "foo"], "invalid choice: 'foo'"),
     ("demo", ["demo", "--preset", "foo", "--out", "{d}/demo"], "'foo'"),
+    ("serve", ["serve", "--model", "{model}", "--cache-memory", "lots"], "'lots': not a size"),
+    ("bench-serve", ["bench-serve", "--modes", "foo"], "--modes foo: expected a comma-separated subset"),
 ]
 
 
