@@ -5,9 +5,11 @@ video frame i is group i: its vision tokens V_i followed by its K VoCo tokens C_
 whether it is real (not padding) and its order in the conceptual sequence. From the labels of the
 queries and of the keys, `voco_attention_mask` builds the mask and `layout_positions` the positions.
 
-Training (one masked pass over everything), compression (a group run on its own) and answering
-from caches (context tokens against cached VoCo keys) all call the same two functions, so the rule
-the model is trained under is exactly the rule it is served under.
+Training (one pass over everything), compression (a group run on its own) and answering from
+caches (context tokens against cached VoCo keys) all take their rule from these labels, so the rule
+the model is trained under is exactly the rule it is served under. The rule is applied either as
+the dense mask below (the reference, and eager attention) or, with no mask, as exact causal
+streams on sdpa / FlashAttention-2 kernels (streams.py, which tests compare against this mask).
 
 Rules:
   "voco"     the paper's rule: a group's tokens see their own group causally; every other token
@@ -40,6 +42,10 @@ class TokenLabels:
         """Gather tokens [batch, n] by index, marking some of them invalid."""
         take = lambda t: t.gather(1, index)  # noqa: E731
         return TokenLabels(take(self.kind), take(self.group), take(self.valid) & valid, take(self.order))
+
+    def expand(self, batch: int) -> TokenLabels:
+        """One row's labels [1, n] as `batch` identical rows."""
+        return TokenLabels(*(t.expand(batch, -1) for t in (self.kind, self.group, self.valid, self.order)))
 
     @staticmethod
     def cat(first: TokenLabels, second: TokenLabels) -> TokenLabels:

@@ -4,7 +4,9 @@
 the `mlp2x_gelu` projector, any HF causal LM), so Trainer, PEFT, accelerate and DeepSpeed work
 as they do for LLaVA. What it adds:
   * `forward` turns the token sequence into labels and applies the VoCo attention rule and the
-    position layout (attention.py) -- one masked pass, used for training;
+    position layout (attention.py) -- one pass, used for training. With sdpa or FlashAttention-2
+    the rule runs as exact causal streams (streams.py, no mask; `attention_path="streams"`, the
+    default); with eager, or `attention_path="mask"`, as the dense 4D mask (the reference);
   * `compress(pixel_values)` runs each image's group [vision, VoCo] alone and returns a
     `VoCoCache` with only the VoCo tokens' keys and values (pass 1 of the paper's Fig. 4);
   * `generate(..., cache=...)` answers from caches (pass 2): context tokens attend to the cached
@@ -38,6 +40,7 @@ from transformers.conversion_mapping import get_checkpoint_conversion_mapping, r
 from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, layout_positions, voco_attention_mask
 from .cache import VoCoCache
 from .errors import InputError
+from .streams import PLAN_KWARG, STREAM_IMPLEMENTATIONS, plan_streams, stream_kernel
 
 COMPRESSORS = ("voco", "avgpool", "qformer")
 
@@ -51,7 +54,9 @@ class VoCoLlavaConfig(LlavaConfig):
     attention_rule: the rule the model trains under ("voco", or "causal" for the upper bound).
     compressor: "voco", or a 1-token baseline of the paper's Table 1 ("avgpool": mean-pool then a
     linear layer, LLaMA-VID's content token; "qformer": one learnable query through a BLIP-2
-    Q-Former). Baselines use no VoCo tokens and plain causal attention."""
+    Q-Former). Baselines use no VoCo tokens and plain causal attention.
+    attention_path: how the rule is applied on sdpa / flash_attention_2: "streams" (exact causal
+    streams, no mask; the default) or "mask" (the dense 4D mask, the reference; eager always uses it)."""
 
     model_type = "voco_llava"
     num_voco: int = 1
@@ -59,6 +64,7 @@ class VoCoLlavaConfig(LlavaConfig):
     position_layout: Literal["compact", "natural"] = "compact"
     attention_rule: Literal["voco", "causal", "isolated"] = "voco"
     compressor: str = "voco"
+    attention_path: Literal["streams", "mask"] = "streams"
 
     def check_compressor(self) -> None:
         if self.compressor not in COMPRESSORS:
@@ -157,6 +163,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         self.model = VoCoLlavaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+        self._route_attention()
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -175,25 +182,63 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         # Compact positions overlap vision and context positions: only sound when groups are isolated.
         return "natural" if rule == "causal" else self.config.position_layout
 
-    def attention_mask_for(self, query: TokenLabels, key: TokenLabels, rule: str) -> torch.Tensor:
+    def set_attn_implementation(self, attn_implementation, **kwargs):
+        super().set_attn_implementation(attn_implementation, **kwargs)
+        self._route_attention()
+
+    def set_attention_path(self, path: str) -> None:
+        """ "streams" or "mask" (see VoCoLlavaConfig.attention_path), for this model from now on."""
+        if path not in ("streams", "mask"):
+            raise ValueError(f"unknown attention path {path!r}; expected streams or mask")
+        self.config.attention_path = path
+        self._route_attention()
+
+    def _route_attention(self) -> None:
+        # The text model's layers pick their attention function by this name, so the streams path
+        # is a name registered with AttentionInterface; the kernel the user chose stays readable in it.
+        text = self.text_model.config
+        kernel = stream_kernel(text._attn_implementation) or text._attn_implementation
+        streams = self.config.attention_path == "streams" and kernel in STREAM_IMPLEMENTATIONS
+        text._attn_implementation_internal = STREAM_IMPLEMENTATIONS[kernel] if streams else kernel
+
+    @property
+    def attention_kernel(self) -> str:
+        """The text model's kernel: "sdpa", "eager" or "flash_attention_2", whichever path applies the rule."""
         impl = self.text_model.config._attn_implementation
-        if impl == "eager":
+        return stream_kernel(impl) or impl
+
+    def attention_mask_for(self, query: TokenLabels, key: TokenLabels, rule: str) -> torch.Tensor:
+        kernel = self.attention_kernel
+        if kernel == "eager":
             return voco_attention_mask(query, key, rule, dtype=self.dtype)
-        if impl == "sdpa":
+        if kernel == "sdpa":
             return voco_attention_mask(query, key, rule)
         raise NotImplementedError(
-            f"attention implementation {impl!r} cannot take the VoCo mask; "
-            "load with attn_implementation='sdpa' or 'eager'"
+            f"attention implementation {kernel!r} cannot take the VoCo mask; use attention_path='streams' "
+            "(the default) or load with attn_implementation='sdpa' or 'eager'"
         )
 
+    def attention_inputs(self, query: TokenLabels, key: TokenLabels, rule: str) -> dict:
+        """The text-model keyword arguments that apply `rule` to queries against keys (the keys end
+        with the queries): a stream plan and no mask when the text model is routed to streams, else
+        the dense mask. On sdpa a decode step keeps its one row of the mask: streams would gather
+        every cached key each step, and a 1-query row is no dense L x L mask."""
+        kernel = stream_kernel(self.text_model.config._attn_implementation)
+        one_row = query.kind.shape[1] == 1 and key.kind.shape[1] > 1
+        if kernel is None or (kernel == "sdpa" and one_row):
+            return {"attention_mask": self.attention_mask_for(query, key, rule)}
+        return {"attention_mask": None, PLAN_KWARG: plan_streams(query, key, rule, kernel)}
+
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, attention_rule=None, **kwargs):
-        """LLaVA's forward under the VoCo rule. A 2D padding mask becomes the rule's 4D mask."""
+        """LLaVA's forward under the VoCo rule. A 2D padding mask becomes the rule: a stream plan
+        or the dense 4D mask (`attention_inputs`)."""
         if input_ids is not None and (attention_mask is None or attention_mask.dim() == 2):
             rule = attention_rule or self.config.attention_rule
             labels = self.labels_for(input_ids, attention_mask)
-            attention_mask = self.attention_mask_for(labels, labels, rule)
             if position_ids is None:
                 position_ids = layout_positions(labels, self.layout_for(rule))
+            kwargs.update(self.attention_inputs(labels, labels, rule))
+            return super().forward(input_ids=input_ids, position_ids=position_ids, **kwargs)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
 
     # ---- pass 1: compression ----------------------------------------------------------------
@@ -220,7 +265,6 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         n = self.config.num_vision_tokens
         ids = torch.tensor([[self.config.image_token_id] * n + [self.config.voco_token_id] * k], device=self.device)
         labels = self.labels_for(ids, None)
-        mask = self.attention_mask_for(labels, labels, "voco")
         positions = torch.arange(n + k, device=self.device)[None]
         voco_embed = self.get_input_embeddings()(ids[:, n:])
         keys, values = [], []
@@ -228,9 +272,10 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             pixels = pixel_values[start : start + batch_size].to(self.device, self.dtype)
             features = torch.stack(self.get_image_features(pixel_values=pixels).pooler_output)
             embeds = torch.cat([features, voco_embed.expand(len(features), -1, -1)], dim=1)
+            rows = labels.expand(len(features))
             out = self.text_model(
                 inputs_embeds=embeds,
-                attention_mask=mask.expand(len(features), -1, -1, -1),
+                **self.attention_inputs(rows, rows, "voco"),
                 position_ids=positions.expand(len(features), -1),
                 past_key_values=DynamicCache(),
                 use_cache=True,
@@ -292,7 +337,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             out = super().forward(
                 input_ids=input_ids,
                 pixel_values=pixel_values,
-                attention_mask=self.attention_mask_for(labels, labels, rule),
+                **self.attention_inputs(labels, labels, rule),
                 position_ids=positions,
                 past_key_values=DynamicCache(),
                 use_cache=True,
@@ -312,7 +357,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         q_positions = positions.gather(1, index)
         out = self.text_model(
             inputs_embeds=self.get_input_embeddings()(input_ids.gather(1, index)),
-            attention_mask=self.attention_mask_for(query, key, rule),
+            **self.attention_inputs(query, key, rule),
             position_ids=q_positions,
             past_key_values=DynamicCache(ddp_cache_data=layers),  # update() concatenates: the cache stays
             use_cache=True,
@@ -331,7 +376,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         key = TokenLabels.cat(key, new)
         out = self.text_model(
             inputs_embeds=self.get_input_embeddings()(token[:, None]),
-            attention_mask=self.attention_mask_for(new, key, rule),
+            **self.attention_inputs(new, key, rule),
             position_ids=position,
             past_key_values=past,
             use_cache=True,
