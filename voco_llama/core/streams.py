@@ -13,7 +13,8 @@ The "causal" rule is the main stream alone.
 The same split serves answering from caches: the keys are earlier tokens (cached VoCo K/V, or
 the KV cache of a decode) followed by the queries, and the main stream orders all of them by
 their place in the conceptual sequence; a slot whose key has no query (a cached VoCo token)
-gets a query whose output is discarded.
+gets a query whose output is discarded. (On sdpa the model answers from caches with the rule's
+few mask rows instead, which is cheaper there; FlashAttention-2, taking no mask, uses this.)
 
 `plan_streams` turns token labels into a `StreamPlan` once per model call; every layer's
 `streams_attention` reuses it through the attention kwargs. Two kernels run the streams:
