@@ -464,11 +464,3 @@ def test_recipe_script_passes_the_reference_recipe_to_voco_train():
         assert config["zero_optimization"]["stage"] == stage
         assert config["train_micro_batch_size_per_gpu"] == config["gradient_accumulation_steps"] == "auto"
         assert config["bf16"]["enabled"] == "auto"
-
-
-def test_bench_train_reports_each_rule_against_plain_causal(capsys):
-    assert main(["bench-train", "--seq", "0", "--steps", "1"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
-    assert [row[1] for row in rows] == ["voco", "causal", "plain"] and all(row[0] == "49" for row in rows)
-    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)  # ms/step, MB
-    assert rows[2][4] == "1.00x"
