@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # cannot load beside it); the [lmms] extra holds what it needs to run our plugin and tasks
 LMMS_EVAL_SPEC ?= lmms-eval==0.7.3
 
-.PHONY: demo demo-video test install lmms clean
+.PHONY: demo demo-video demo-curves test install lmms clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ demo: $(STAMP)
 # the video demo continues from the image demo's models in runs/demo (running it first if needed)
 demo-video: $(STAMP)
 	$(BIN)/voco demo --video --preset demo --out runs/demo
+
+# learning curves of the base, upper bound and VoCo K=1 (runs/demo/curves), for tuning the toy world
+demo-curves: $(STAMP)
+	$(BIN)/voco demo --curves --preset demo --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs
