@@ -65,20 +65,7 @@ def test_cli_missing_image_exits_2(setup, tmp_path, capsys):
     model = tmp_path / "m"
     assert main(["init", "--out", str(model)]) == 0
     (tmp_path / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "gone.png", "text": "Q?"}) + "\n")
-    code = main(
-        [
-            "eval",
-            "--model",
-            str(model),
-            "--question-file",
-            str(tmp_path / "q.jsonl"),
-            "--image-folder",
-            str(tmp_path),
-            "--answers-file",
-            str(tmp_path / "a.jsonl"),
-        ]
-    )
-    assert code == 2 and "gone.png" in capsys.readouterr().err
+    assert main(eval_args(model, tmp_path)) == 2 and "gone.png" in capsys.readouterr().err
 
 
 def eval_args(model, tmp_path, *extra):
