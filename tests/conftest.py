@@ -1,9 +1,8 @@
-"""Shared fixtures: tiny models built from configs (nothing is downloaded).
+"""Shared fixtures. Tiny models come from one builder, `voco_llama.core.presets.build_model("tiny",
+**overrides)` (nothing is downloaded); tests call it directly when they need a model in memory.
 
-`tiny_model(**overrides)` builds a fresh (model, tokenizer, image_processor) from the "tiny"
-preset (`voco_llama.core.presets.build_model`; overrides such as num_voco=4, kv_heads=2,
-position_layout="natural", compressor="avgpool", seed=1). `tiny_model_dir(**overrides)` saves
-one such bundle once per test session and returns its folder: treat it as read-only.
+`tiny_model_dir(**overrides)` saves one such bundle (model + tokenizer + image processor) once per
+test session and returns its folder, for tests that load a model the way users do: read-only.
 """
 
 from __future__ import annotations
@@ -11,15 +10,6 @@ from __future__ import annotations
 import pytest
 
 from voco_llama.core.presets import build_model, save_bundle
-
-
-@pytest.fixture
-def tiny_model():
-    def build(**overrides):
-        model, tokenizer, image_processor = build_model("tiny", **overrides)
-        return model.eval(), tokenizer, image_processor
-
-    return build
 
 
 @pytest.fixture(scope="session")
