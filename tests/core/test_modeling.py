@@ -1,8 +1,13 @@
 """Exactness of the two-stage cache against the single masked pass, and what text may depend on."""
 
+import copy
+
 import pytest
 import torch
+from PIL import Image
 
+from voco_llama.core.errors import InputError
+from voco_llama.core.pipeline import VoCoPipeline
 from voco_llama.core.presets import build_model, load_bundle, save_bundle
 from voco_llama.core.processing import encode_prompts, question_prompt
 
@@ -162,3 +167,109 @@ def test_qformer_query_is_initialised_when_a_voco_model_loads_as_a_qformer_basel
         query = model.model.compressor.query
         assert torch.isfinite(query).all()
         assert query.std().item() == pytest.approx(model.model.compressor.qformer.config.initializer_range, rel=0.5)
+
+
+# ---- one model, several K (a model trained with --num_voco_choices) --------------------------------
+
+CHOICES = [1, 2, 4, 8, 16]
+
+
+def mixture(kv_heads=2, layout="compact"):
+    model, tok, ip = make(kv_heads=kv_heads, layout=layout)
+    model.config.num_voco_choices = CHOICES
+    return model, tok, ip
+
+
+@pytest.mark.parametrize("path", ["streams", "mask"])
+@pytest.mark.parametrize("layout", ["compact", "natural"])
+def test_every_k_of_the_trained_set_cache_path_equals_masked_pass(layout, path):
+    model, tok, _ = mixture(layout=layout)
+    model.set_attention_path(path)
+    torch.manual_seed(3)
+    pixels = torch.randn(4, 3, 32, 32)
+    for k in CHOICES:
+        enc = batch(tok, model, QUESTIONS, num_voco=k)
+        with torch.no_grad():
+            cache = model.compress(pixels, num_voco=k)
+            logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+            reference = context_logits_of_masked_pass(model, enc, pixels, query)
+        assert cache.num_voco == k
+        diff = (logits - reference)[query.valid].abs().max().item()
+        assert diff < TOL, (k, diff)
+
+
+@pytest.mark.parametrize("path", ["streams", "mask"])
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_caches_of_different_k_in_one_prompt_equal_masked_pass(kv_heads, path):
+    """A K=1 cache of 3 frames beside a K=4 cache of one image, across a padded batch: the answer equals
+    the single masked pass over the same prompt with those K."""
+    model, tok, _ = mixture(kv_heads=kv_heads)
+    model.set_attention_path(path)
+    torch.manual_seed(4)
+    pixels = torch.randn(5, 3, 32, 32)
+    video, image = model.compress(pixels[:3], num_voco=1), model.compress(pixels[3:4], num_voco=4)
+    extra = model.compress(pixels[4:], num_voco=16)
+    # row 1: three frames then the image; row 2: one image at K=16
+    questions = ["<image><image><image>\nAnd in <image>, what moved?", "<image>\nWhat colour is it?"]
+    ks = [1, 1, 1, 4, 16]
+    enc = batch(tok, model, questions, num_voco=ks)
+    with torch.no_grad():
+        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=[video, image, extra])
+        reference = context_logits_of_masked_pass(model, enc, pixels, query)
+    diff = (logits - reference)[query.valid].abs().max().item()
+    assert diff < TOL, diff
+    g_cache = model.generate(**enc, cache=[video, image, extra], max_new_tokens=6)
+    g_masked = model.generate(**enc, pixel_values=pixels, max_new_tokens=6)
+    assert torch.equal(g_cache.sequences, g_masked.sequences)
+    assert (g_cache.logprobs - g_masked.logprobs).abs().max() < TOL
+    # a prompt whose <voco> counts do not match the caches' K is refused, naming the image
+    wrong = batch(tok, model, questions, num_voco=[1, 1, 4, 1, 16])
+    with pytest.raises(InputError, match="image 3 of the prompt carries 4 <voco> tokens; its cache has K=1"):
+        model.prefill(wrong["input_ids"], wrong["attention_mask"], cache=[video, image, extra])
+
+
+def test_pipeline_answers_from_caches_of_different_k():
+    model, tok, ip = mixture()
+    pipe = VoCoPipeline(model, tok, ip)
+    images = [Image.new("RGB", (32, 32), rgb) for rgb in ((200, 20, 20), (20, 20, 200))]
+    frame, photo = pipe.compress(images[:1], num_voco=1), pipe.compress(images[1:], num_voco=16)
+    got = pipe.ask("<image> then <image>: which is bluer?", cache=[frame, photo], max_new_tokens=5)
+    want = pipe.ask(
+        "<image> then <image>: which is bluer?", images=images, route="masked", num_voco=[1, 16], max_new_tokens=5
+    )
+    assert got.token_ids == want.token_ids and got.token_ids
+    assert max(abs(a - b) for a, b in zip(got.logprobs, want.logprobs)) < TOL
+
+
+def test_only_trained_k_are_accepted_in_one_place():
+    fixed, tok, _ = make(num_voco=2)
+    pixels = torch.randn(1, 3, 32, 32)
+    assert fixed.config.accepted_num_voco(None) == fixed.config.accepted_num_voco(2) == 2
+    # a model trained at one K has never seen another: refused, at compression and in prompts
+    message = r"^K=4: this model was trained at K=2 only \(voco train --num_voco_choices"
+    with pytest.raises(InputError, match=message):
+        fixed.compress(pixels, num_voco=4)
+    with pytest.raises(InputError, match=message):
+        batch(tok, fixed, QUESTIONS[:1], num_voco=4)
+    model, tok, _ = mixture()
+    assert [model.compress(pixels, num_voco=k).num_voco for k in CHOICES] == CHOICES
+    assert model.compress(pixels).num_voco == 1  # num_voco stays the default K
+    with pytest.raises(InputError, match=r"^K=3: this model was trained with K in \{1, 2, 4, 8, 16\}$"):
+        model.compress(pixels, num_voco=3)
+    with pytest.raises(InputError, match=r"^K=32: "):
+        batch(tok, model, QUESTIONS, num_voco=[1, 2, 32, 4])
+    # the set is checked when a model is made from its config
+    for bad, why in (([2, 1], "sorted"), ([0, 1], "positive"), ([2, 4], "num_voco 1 is not among")):
+        config = copy.deepcopy(model.config)
+        config.num_voco_choices = bad
+        with pytest.raises(ValueError, match=why):
+            type(model)(config)
+
+
+def test_trained_set_survives_save_and_load(tmp_path):
+    model, tok, ip = mixture()
+    save_bundle(tmp_path / "m", model, tok, ip)
+    loaded, *_ = load_bundle(tmp_path / "m")
+    assert (loaded.config.num_voco_choices, loaded.config.num_voco) == (CHOICES, 1)
+    # loading it told another K makes that its default (the demo runs a K=16-only model at K=1 this way)
+    assert load_bundle(tmp_path / "m", num_voco=8)[0].config.accepted_num_voco(None) == 8

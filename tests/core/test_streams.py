@@ -169,6 +169,23 @@ def test_training_step_equals_dense_mask(kv_heads, num_voco, layout, padding, mo
     assert_same_step(model, reference, batch, pixels_for(5), masks=no_dense_masks(monkeypatch))
 
 
+@pytest.mark.parametrize("kernel", ["sdpa", "flash_attention_2"])
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_rows_with_different_k_equal_dense_mask(kernel, padding, monkeypatch):
+    """A mixture-of-K training batch: every image at its own K (1 to 16), rows of different K side by
+    side and different K within a row; groups of unequal length share the group stream."""
+    model, reference, tok = pair(kernel, monkeypatch, kv_heads=2, num_voco=1)
+    model.config.num_voco_choices = reference.config.num_voco_choices = [1, 2, 4, 8, 16]
+    prompts = [question_prompt(q, num_images=None, history=h) for q, h in ROWS]
+    enc = encode_prompts(prompts, tok, model.config, num_voco=[16, 1, 4, 8, 2])
+    if padding == "right":
+        order = torch.sort((~enc["attention_mask"].bool()).int(), dim=1, stable=True).indices
+        enc = {k: v.gather(1, order) for k, v in enc.items()}
+    voco = (enc["input_ids"] == model.config.voco_token_id).sum(1).tolist()
+    assert voco == [16, 1 + 4 + 8, 0, 2]
+    assert_same_step(model, reference, with_labels(enc, model), pixels_for(5), masks=no_dense_masks(monkeypatch))
+
+
 @pytest.mark.parametrize("rule", ["causal", "isolated"])
 def test_other_rules_equal_dense_mask(rule, monkeypatch):
     model, reference, tok = pair()

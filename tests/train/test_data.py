@@ -19,6 +19,7 @@ from voco_llama.train.data import (
     VoCoDataCollator,
     VoCoInstructionDataset,
     check_data,
+    draw_num_voco,
     normalize_record,
 )
 
@@ -35,6 +36,10 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def config(tokenizer):
+    return config_for(tokenizer)
+
+
+def config_for(tokenizer):
     return SimpleNamespace(
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         voco_token_id=tokenizer.convert_tokens_to_ids("<voco>"),
@@ -350,3 +355,42 @@ def test_pad_fills_with_clip_mean(tmp_path, folder, tokenizer, processor, config
     assert padded.size == (40, 40)
     assert padded.getpixel((0, 0)) == padded.getpixel((39, 39)) == (122, 116, 104)
     assert padded.getpixel((20, 20)) == RED
+
+
+def test_mixture_of_k_gives_each_record_its_drawn_k_reproducibly(tmp_path, folder, tokenizer, processor):
+    """A model trained for several K: each record's groups carry the K drawn for its place in the file,
+    the same on every construction with the seed (a resumed run sees the same rows), whatever is skipped."""
+    mixture = SimpleNamespace(**{**vars(config_for(tokenizer)), "num_voco": 1, "num_voco_choices": [1, 2, 4]})
+    records = [
+        {"id": f"r{i}", "image": "red.png", "conversations": conv("<image>\nWhat is it?", "a red square")}
+        for i in range(24)
+    ]
+    records[5] = {"id": "bad", "image": "missing.png", "conversations": conv("<image>\nWhat is it?", "red")}
+    ds = make_dataset(tmp_path, folder, records, tokenizer, processor, mixture, skip_bad=True, seed=3)
+    drawn = draw_num_voco([1, 2, 4], len(records), 3)
+    assert ds.num_vocos == drawn[:5] + drawn[6:]  # by place in the file: the skipped record shifts nobody
+    assert set(drawn) == {1, 2, 4}
+    items = [ds[i] for i in range(len(ds))]
+    for item, k in zip(items, ds.num_vocos):
+        ids = item["input_ids"].tolist()
+        assert ids.count(mixture.image_token_id) == N and ids.count(mixture.voco_token_id) == k
+        assert (item["labels"][item["input_ids"] == mixture.voco_token_id] == IGNORE_INDEX).all()
+    assert ds.lengths == [len(it["input_ids"]) for it in items]  # lengths measured at each record's K
+    again = make_dataset(tmp_path, folder, records, tokenizer, processor, mixture, skip_bad=True, seed=3)
+    assert again.num_vocos == ds.num_vocos and torch.equal(again[7]["input_ids"], items[7]["input_ids"])
+    other = make_dataset(tmp_path, folder, records, tokenizer, processor, mixture, skip_bad=True, seed=4)
+    assert other.num_vocos != ds.num_vocos
+    # the collator pads rows of different K into one batch like any rows of different lengths
+    batch = VoCoDataCollator(tokenizer.pad_token_id)(items[:6])
+    voco_per_row = (batch["input_ids"] == mixture.voco_token_id).sum(1).tolist()
+    assert voco_per_row == ds.num_vocos[:6] and len(set(voco_per_row)) > 1
+    # a fixed-K model's records all get its K
+    fixed = make_dataset(tmp_path, folder, records[:5], tokenizer, processor, config_for(tokenizer))
+    assert fixed.num_vocos == [K] * 5
+
+
+def test_draw_num_voco_is_uniform():
+    drawn = draw_num_voco([1, 2, 4, 8, 16], 20_000, 0)
+    counts = [drawn.count(k) for k in (1, 2, 4, 8, 16)]
+    # 4,000 expected each; one binomial standard error is 57
+    assert all(abs(c - 4000) < 4 * 57 for c in counts), counts

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from voco_llama.cli import main
+from voco_llama.core.errors import InputError
 from voco_llama.train.finetune import modality_length_grouped_indices
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 30, 230), "yellow": (240, 230, 20)}
@@ -258,6 +259,31 @@ def test_wrong_image_folder_with_skip_bad_samples_is_refused(world, tmp_path, ca
     assert not (tmp_path / "out").exists()
     assert main([*argv, "--max_bad_fraction", "1.5"]) == 2
     assert "--max_bad_fraction 1.5: expected a fraction in [0, 1]" in capsys.readouterr().err
+
+
+def test_mixture_of_k_trains_one_model_that_accepts_its_set(world, tmp_path, capsys):
+    from voco_llama.core.pipeline import VoCoPipeline
+    from voco_llama.core.presets import load_bundle
+
+    argv = ["train", *base_args(world, tmp_path / "mix"), "--max_steps", "3", "--per_device_train_batch_size", "4"]
+    capsys.readouterr()
+    assert main([*argv, "--num-voco-choices", "4,1,2"]) == 0  # the dashed spelling, any order
+    assert "K drawn uniformly per record from [1, 2, 4]" in capsys.readouterr().out
+    config = json.loads((tmp_path / "mix" / "config.json").read_text())
+    assert (config["num_voco_choices"], config["num_voco"]) == ([1, 2, 4], 1)  # default: the set's smallest
+    pipe = VoCoPipeline(*load_bundle(tmp_path / "mix"))
+    for k in (1, 2, 4):
+        assert pipe.compress([world / "images" / "red.png"], num_voco=k).num_voco == k
+    with pytest.raises(InputError, match=r"^K=3: this model was trained with K in \{1, 2, 4\}$"):
+        pipe.compress([world / "images" / "red.png"], num_voco=3)
+    # continuing it trains with its set again: --num_voco must be in the set (or a new set given)
+    again = ["train", *base_args(world, tmp_path / "again"), "--max_steps", "1"]
+    again[again.index(str(world / "model"))] = str(tmp_path / "mix")
+    assert main([*again, "--num_voco", "8"]) == 2
+    assert "--num_voco 8: " in capsys.readouterr().err
+    assert main([*again, "--num_voco", "2"]) == 0
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert (config["num_voco_choices"], config["num_voco"]) == ([1, 2, 4], 2)
 
 
 # ---- starting from LLaVA parts --------------------------------------------------------------------

@@ -99,7 +99,10 @@ class VoCoCache:
                 first.positions,
                 first.num_vision,
             ):
-                raise InputError("cannot concatenate caches made by different models or with different K")
+                raise InputError(
+                    "cannot concatenate caches made by different models or with different K "
+                    "(caches of different K go into a prompt as a list)"
+                )
         return replace(
             first,
             keys=[torch.cat(layer, dim=0) for layer in zip(*(c.keys for c in caches))],
@@ -199,3 +202,15 @@ def _parse_header(path: Path, meta: dict[str, str]) -> dict:
     if len(positions) != header["num_voco"] or header["layout"] not in LAYOUTS:
         raise InputError(f"{path}: VoCo cache header is inconsistent (positions, num_voco, layout)")
     return header
+
+
+def cache_list(cache: VoCoCache | list[VoCoCache] | None) -> list[VoCoCache]:
+    """The caches of a prompt, in order: one cache, or a list of them (they may differ in K)."""
+    if cache is None:
+        return []
+    return list(cache) if isinstance(cache, list) else [cache]
+
+
+def group_num_voco(cache: VoCoCache | list[VoCoCache]) -> list[int]:
+    """K of every group (image, frame) of one cache or of a list of caches, in order."""
+    return [c.num_voco for c in cache_list(cache) for _ in range(c.num_groups)]

@@ -38,7 +38,7 @@ from transformers import initialization as hf_init
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from .attention import CONTEXT, VOCO, TokenLabels, label_tokens, layout_positions, voco_attention_mask
-from .cache import VoCoCache
+from .cache import VoCoCache, cache_list, group_num_voco
 from .errors import InputError
 from .streams import PLAN_KWARG, STREAM_IMPLEMENTATIONS, plan_streams, stream_kernel
 
@@ -49,7 +49,10 @@ COMPRESSORS = ("voco", "avgpool", "qformer")
 class VoCoLlavaConfig(LlavaConfig):
     """LlavaConfig plus the VoCo settings.
 
-    num_voco: K VoCo tokens after each image. voco_token_id: the `<voco>` token.
+    num_voco: K VoCo tokens after each image (the default K, for a model trained with several).
+    num_voco_choices: the K a model trained with a mixture of K accepts (`voco train
+    --num_voco_choices 1,2,4,8,16`), sorted; None: the model was trained at num_voco alone, the
+    only K it accepts (`accepted_num_voco`). voco_token_id: the `<voco>` token.
     position_layout: "compact" (default; F frames cost F*K positions) or "natural".
     attention_rule: the rule the model trains under ("voco", or "causal" for the upper bound).
     compressor: "voco", or a 1-token baseline of the paper's Table 1 ("avgpool": mean-pool then a
@@ -60,6 +63,7 @@ class VoCoLlavaConfig(LlavaConfig):
 
     model_type = "voco_llava"
     num_voco: int = 1
+    num_voco_choices: list[int] | None = None
     voco_token_id: int = 32001
     position_layout: Literal["compact", "natural"] = "compact"
     attention_rule: Literal["voco", "causal", "isolated"] = "voco"
@@ -71,6 +75,31 @@ class VoCoLlavaConfig(LlavaConfig):
             raise ValueError(f"unknown compressor {self.compressor!r}; expected one of {COMPRESSORS}")
         if self.compressor != "voco" and (self.num_voco != 0 or self.attention_rule != "causal"):
             raise ValueError(f"compressor {self.compressor!r} takes num_voco=0 and attention_rule='causal'")
+        choices = self.num_voco_choices
+        if choices is not None:
+            if self.compressor != "voco":
+                raise ValueError(f"compressor {self.compressor!r} has no VoCo tokens: num_voco_choices must be None")
+            if (
+                not choices
+                or any(type(k) is not int or k < 1 for k in choices)
+                or list(choices) != sorted(set(choices))
+            ):
+                raise ValueError(f"num_voco_choices {choices!r}: expected distinct positive integers, sorted")
+            if self.num_voco not in choices:
+                raise ValueError(f"num_voco {self.num_voco} is not among num_voco_choices {list(choices)}")
+
+    def accepted_num_voco(self, num_voco: int | None = None) -> int:
+        """The K to use for `num_voco` (None: the default K), refused when the model was never trained
+        with it: the one place this rule is written (compression, prompt encoding, every verb)."""
+        k = self.num_voco if num_voco is None else num_voco
+        if k == self.num_voco or (self.num_voco_choices is not None and k in self.num_voco_choices):
+            return k
+        trained = (
+            f"with K in {{{', '.join(map(str, self.num_voco_choices))}}}"
+            if self.num_voco_choices is not None
+            else f"at K={self.num_voco} only (voco train --num_voco_choices trains one model for several K)"
+        )
+        raise InputError(f"K={k}: this model was trained {trained}")
 
     @property
     def num_patches(self) -> int:
@@ -263,7 +292,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         """Run each image's group [N vision tokens, K VoCo tokens] on its own; keep VoCo K/V."""
         if self.config.compressor != "voco":
             raise ValueError(f"compressor {self.config.compressor!r} has no VoCo cache; answer with path 'full'")
-        k = num_voco or self.config.num_voco
+        k = self.config.accepted_num_voco(num_voco)
         n = self.config.num_vision_tokens
         ids = torch.tensor([[self.config.image_token_id] * n + [self.config.voco_token_id] * k], device=self.device)
         labels = self.labels_for(ids, None)
@@ -295,24 +324,46 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
 
     # ---- pass 2: answering ------------------------------------------------------------------
 
-    def _place_cache(self, labels: TokenLabels, positions: torch.Tensor, cache: VoCoCache):
-        """The cached VoCo K/V laid out per row in prompt order, keys re-rotated to their places."""
+    def _place_cache(self, labels: TokenLabels, positions: torch.Tensor, cache: VoCoCache | list[VoCoCache]):
+        """The cached VoCo K/V laid out per row in prompt order, keys re-rotated to their places.
+        `cache`: one cache or a list (their groups in order, each group with its own K)."""
+        caches = cache_list(cache)
+        if len({(c.fingerprint, c.num_vision) for c in caches}) > 1:
+            raise InputError("the caches of one prompt were made by different models")
+        ks = torch.tensor(group_num_voco(caches), device=self.device)
         is_voco = (labels.kind == VOCO) & labels.valid
         groups_per_row = labels.group.amax(dim=1)
-        if int(groups_per_row.sum()) != cache.num_groups:
-            raise InputError(f"prompt has {int(groups_per_row.sum())} images but the cache holds {cache.num_groups}")
-        if not torch.equal(is_voco.sum(1), groups_per_row * cache.num_voco):
-            raise InputError(f"prompt does not carry K={cache.num_voco} <voco> tokens per image, as the cache does")
+        if int(groups_per_row.sum()) != len(ks):
+            raise InputError(f"prompt has {int(groups_per_row.sum())} images but the cache holds {len(ks)}")
+        # <voco> tokens of each group in the prompt, in prompt order, against the K of its cached group
+        per_group = torch.zeros(len(labels.group), int(groups_per_row.max()) + 1, dtype=torch.long, device=self.device)
+        per_group = per_group.scatter_add(1, labels.group, is_voco.long())[:, 1:]
+        in_prompt = per_group[torch.arange(per_group.shape[1], device=self.device) < groups_per_row[:, None]]
+        if not torch.equal(in_prompt, ks):
+            bad = int((in_prompt != ks).nonzero()[0])
+            raise InputError(
+                f"image {bad + 1} of the prompt carries {int(in_prompt[bad])} <voco> tokens; "
+                f"its cache has K={int(ks[bad])}"
+            )
         index, valid = _pack(is_voco)
         voco_labels = labels.select(index, valid)
         rank = (torch.cumsum(is_voco.long(), dim=1) - 1).gather(1, index)  # VoCo token count before, in row
-        first_group = torch.cumsum(groups_per_row, 0) - groups_per_row  # global index of each row's group 1
-        flat = torch.where(valid, first_group[:, None] * cache.num_voco + rank, 0)  # into [groups*K]
-        source_positions = torch.tensor(cache.positions, device=self.device).repeat(cache.num_groups)
+        row_tokens = is_voco.sum(1)
+        first_token = torch.cumsum(row_tokens, 0) - row_tokens  # flat index of each row's first cached token
+        flat = torch.where(valid, first_token[:, None] + rank, 0)  # into the [sum of K over groups] tokens
+        source_positions = torch.tensor(
+            [p for c in caches for _ in range(c.num_groups) for p in c.positions], device=self.device
+        )
         delta = positions.gather(1, index) - source_positions[flat]
         layers = []
-        for k, v in zip(cache.keys, cache.values):
-            k, v = (t.to(self.device).transpose(0, 1).flatten(1, 2)[:, flat].transpose(0, 1) for t in (k, v))
+        for layer in range(caches[0].num_layers):
+            # per cache [groups, heads, K, d] -> [groups * K, heads, d], then every cache's tokens in order
+            k, v = (
+                torch.cat([t[layer].to(self.device).transpose(1, 2).flatten(0, 1) for t in tensors])[flat].transpose(
+                    1, 2
+                )
+                for tensors in ([c.keys for c in caches], [c.values for c in caches])
+            )
             layers.append((self.rerotate_keys(k, delta).to(self.dtype), v.to(self.dtype)))
         return voco_labels, layers
 

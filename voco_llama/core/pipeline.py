@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .cache import VoCoCache
+from .cache import VoCoCache, group_num_voco
 from .presets import load_bundle
 from .processing import encode_prompts, load_image, process_images, question_prompt
 from .video import read_video
@@ -61,28 +61,33 @@ class VoCoPipeline:
     def ask(
         self,
         questions: str | list[str],
-        cache: VoCoCache | None = None,
+        cache: VoCoCache | list[VoCoCache] | None = None,
         images: list | None = None,
         route: str = "cache",
-        num_voco: int | None = None,
+        num_voco: int | list[int] | None = None,
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
         streamer=None,
         history: list[tuple[str, str]] | None = None,
     ) -> Answer | list[Answer]:
-        """Answer one question (or a batch) about the images in `cache` or `images`.
+        """Answer one question (or a batch) about the images in `cache` (one cache, or a list of
+        caches, which may differ in K: a video at K=1 beside an image at K=16) or `images`.
 
         Groups (images, frames) are shared out evenly over the questions in order; a question
         without `<image>` placeholders gets one per group at its start (LLaVA's `<image>\\n{q}`
-        for a single image, all the frames of a video). `history`: earlier turns of a chat."""
+        for a single image, all the frames of a video). `num_voco`: K of the images compressed or
+        passed (routes masked, full: one K, or one per image); each must be one the model was trained
+        with. `history`: earlier turns of a chat."""
         single = isinstance(questions, str)
         questions = [questions] if single else list(questions)
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
         if route == "cache" and cache is None:
             cache = self.compress(images, num_voco=num_voco)
-        groups = {"cache": cache.num_groups if cache is not None else 0, "none": 0}.get(route, len(images or []))
+        groups = {"cache": len(group_num_voco(cache)) if cache is not None else 0, "none": 0}.get(
+            route, len(images or [])
+        )
         per_question = groups // len(questions)
         # with a chat history, the images sit in its first turn
         prompts = [question_prompt(q, self.template, per_question, history) for q in questions]
@@ -94,10 +99,10 @@ class VoCoPipeline:
     def answer_prompts(
         self,
         prompts: list[str],
-        cache: VoCoCache | None = None,
+        cache: VoCoCache | list[VoCoCache] | None = None,
         images: list | None = None,
         route: str = "cache",
-        num_voco: int | None = None,
+        num_voco: int | list[int] | None = None,
         max_new_tokens: int | list[int] = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
@@ -108,7 +113,7 @@ class VoCoPipeline:
         `max_new_tokens` may be one limit per prompt, so requests with different limits share a
         batch (`voco serve`): the batch runs to the largest and each answer stops at its own."""
         limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
-        num_voco = cache.num_voco if cache is not None else num_voco
+        num_voco = group_num_voco(cache) if cache is not None else num_voco  # each cached group at its own K
         batch = encode_prompts(prompts, self.tokenizer, self.model.config, num_voco=num_voco)
         pixel_values = self.pixels(images) if route in ("masked", "full") else None
         generation = self.model.generate(

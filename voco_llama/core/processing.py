@@ -85,14 +85,16 @@ def expand_image_tokens(
     image_token_id: int,
     num_vision: int,
     voco_token_id: int,
-    num_voco: int,
+    num_voco: int | list[int],
     labels: list[int] | None = None,
 ) -> tuple[list[int], list[int] | None]:
-    """Replace each image token by its group: N image tokens then K VoCo tokens (labels -100)."""
-    group = [image_token_id] * num_vision + [voco_token_id] * num_voco
+    """Replace each image token by its group: N image tokens then K VoCo tokens (labels -100).
+    `num_voco`: one K for every image, or one K per image token, in order."""
+    ks = iter(num_voco) if isinstance(num_voco, list) else None
     out_ids, out_labels = [], [] if labels is not None else None
     for i, token in enumerate(ids):
         if token == image_token_id:
+            group = [image_token_id] * num_vision + [voco_token_id] * (next(ks) if ks is not None else num_voco)
             out_ids += group
             if out_labels is not None:
                 out_labels += [-100] * len(group)
@@ -103,15 +105,26 @@ def expand_image_tokens(
     return out_ids, out_labels
 
 
-def encode_prompts(prompts: list[str], tokenizer, config, num_voco: int | None = None) -> dict[str, torch.Tensor]:
-    """Tokenise rendered prompts, expand their `<image>` placeholders, left-pad into a batch."""
-    num_voco = config.num_voco if num_voco is None else num_voco
-    rows = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=True).input_ids
-        rows.append(
-            expand_image_tokens(ids, config.image_token_id, config.num_vision_tokens, config.voco_token_id, num_voco)[0]
-        )
+def encode_prompts(
+    prompts: list[str], tokenizer, config, num_voco: int | list[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """Tokenise rendered prompts, expand their `<image>` placeholders, left-pad into a batch.
+    `num_voco`: K for every image (None: the model's default), or a K per image over all prompts in
+    order (caches of different K in one batch); each must be one the model was trained with."""
+    token_ids = [tokenizer(prompt, add_special_tokens=True).input_ids for prompt in prompts]
+    counts = [ids.count(config.image_token_id) for ids in token_ids]
+    if isinstance(num_voco, list):
+        if len(num_voco) != sum(counts):
+            raise InputError(f"the prompts hold {sum(counts)} images but {len(num_voco)} were given a K")
+        ks = [config.accepted_num_voco(k) for k in num_voco]
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        row_ks = [ks[start : start + count] for start, count in zip(starts, counts)]
+    else:
+        row_ks = [config.accepted_num_voco(num_voco)] * len(prompts)
+    rows = [
+        expand_image_tokens(ids, config.image_token_id, config.num_vision_tokens, config.voco_token_id, k)[0]
+        for ids, k in zip(token_ids, row_ks)
+    ]
     length = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(rows), length), pad, dtype=torch.long)

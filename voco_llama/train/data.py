@@ -323,28 +323,34 @@ class RecordEncoder:
         text, spans = self.template.render(turns)
         return text, spans, images
 
-    def encode(self, record, frame_counts=None) -> Sample:
-        """The training row: every image expanded into its group, cut to model_max_length."""
-        checked = self.check(record, frame_counts)
+    def encode(self, record, frame_counts=None, num_voco: int | None = None) -> Sample:
+        """The training row: every image expanded into its group (K = num_voco, by default the
+        model's), cut to model_max_length."""
+        k = self.num_voco if num_voco is None else num_voco
+        checked = self.check(record, frame_counts, k)
         ids, labels = expand_image_tokens(
             checked.text_ids,
             self.image_token_id,
             self.num_vision,
             self.voco_token_id,
-            self.num_voco,
+            k,
             checked.text_labels,
         )
         return Sample(ids[: checked.length], labels[: checked.length], checked.images)
 
-    def check(self, record, frame_counts=None) -> Encoded:
-        """Render, tokenise, label and measure one record; raises BadRecordError."""
-        [result] = self.check_many([record], frame_counts)
+    def check(self, record, frame_counts=None, num_voco: int | None = None) -> Encoded:
+        """Render, tokenise, label and measure one record (at K = num_voco); raises BadRecordError."""
+        [result] = self.check_many([record], frame_counts, None if num_voco is None else [num_voco])
         if isinstance(result, BadRecordError):
             raise result
         return result
 
-    def check_many(self, records: list, frame_counts=None) -> list[Encoded | BadRecordError]:
-        """`check` over many records, tokenised in one batch (the fast tokenizer's parallel path)."""
+    def check_many(
+        self, records: list, frame_counts=None, num_vocos: list[int] | None = None
+    ) -> list[Encoded | BadRecordError]:
+        """`check` over many records, tokenised in one batch (the fast tokenizer's parallel path);
+        `num_vocos`: each record's K (default: the model's for all)."""
+        ks = iter(num_vocos if num_vocos is not None else [self.num_voco] * len(records))
         out: list[Encoded | BadRecordError] = []
         rendered = []
         for record in records:
@@ -356,17 +362,18 @@ class RecordEncoder:
         enc = self.tokenizer(texts, return_offsets_mapping=True, add_special_tokens=True) if texts else None
         tokenised = iter(zip(enc["input_ids"], enc["offset_mapping"])) if texts else iter(())
         for r in rendered:
+            k = next(ks)
             if isinstance(r, BadRecordError):
                 out.append(r)
                 continue
             ids, offsets = next(tokenised)
             try:
-                out.append(self._finish(ids, offsets, r[1], r[2]))
+                out.append(self._finish(ids, offsets, r[1], r[2], k))
             except BadRecordError as err:
                 out.append(err)
         return out
 
-    def _finish(self, ids, offsets, spans, images) -> Encoded:
+    def _finish(self, ids, offsets, spans, images, num_voco: int) -> Encoded:
         ids = list(ids)
         labels = _supervised_labels(ids, offsets, spans)
         image_positions = [i for i, token in enumerate(ids) if token == self.image_token_id]
@@ -379,14 +386,14 @@ class RecordEncoder:
         first_answer = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), None)
         if first_answer is None:
             raise BadRecordError("no_supervision")
-        return Encoded(ids, labels, images, self._length(len(ids), image_positions, first_answer))
+        return Encoded(ids, labels, images, self._length(len(ids), image_positions, first_answer, num_voco))
 
-    def _length(self, n_text: int, image_positions: list[int], first_answer: int) -> int:
+    def _length(self, n_text: int, image_positions: list[int], first_answer: int, num_voco: int) -> int:
         """Length after expansion and truncation, computed on the unexpanded tokens.
 
         Truncation to model_max_length may only cut after the last compression group and must
         keep at least one supervised token; otherwise the record is bad."""
-        extra = self.num_vision + self.num_voco - 1  # tokens each image token grows by
+        extra = self.num_vision + num_voco - 1  # tokens each image token grows by
         expanded = lambda i: i + extra * sum(p < i for p in image_positions)  # noqa: E731  (position of token i)
         full, limit = n_text + extra * len(image_positions), self.model_max_length
         if full <= limit:
@@ -483,13 +490,15 @@ def scan_records(
     chunk_size: int = 1024,
     video_folder: str | Path | None = None,
     num_frames: int | None = 8,
+    num_vocos: list[int] | None = None,
 ) -> tuple[list[RecordInfo | None], list[BadRecord]]:
     """Check every record: (RecordInfo, or None if bad, per record; the bad records).
 
     Images are checked for existence, or, with open_images, actually opened and decoded with
     the same `load_image` training uses (in a thread pool: decoding 665k images takes a while).
     Videos (relative to video_folder, by default image_folder) are counted first, since their
-    frame counts decide the records' lengths; with open_images their frames are decoded too."""
+    frame counts decide the records' lengths; with open_images their frames are decoded too.
+    `num_vocos`: each record's K (default: the encoder's for all)."""
     folder = Path(image_folder) if image_folder is not None else Path()
     video_root = Path(video_folder) if video_folder is not None else folder
     videos = set()
@@ -505,7 +514,8 @@ def scan_records(
 
     results: list[RecordInfo | BadRecordError] = []
     for begin in range(0, len(records), chunk_size):
-        for r in encoder.check_many(records[begin : begin + chunk_size], frame_counts):
+        ks = num_vocos[begin : begin + chunk_size] if num_vocos is not None else None
+        for r in encoder.check_many(records[begin : begin + chunk_size], frame_counts, ks):
             results.append(r if isinstance(r, BadRecordError) else RecordInfo(r.images, r.length))
 
     paths = sorted({p for r in results if isinstance(r, RecordInfo) for p in r.images if isinstance(p, str)})
@@ -562,12 +572,22 @@ def check_data(
 # ----------------------------------------------------------------------------------------------
 
 
+def draw_num_voco(choices: list[int], count: int, seed: int) -> list[int]:
+    """K for each of `count` records, drawn uniformly from `choices` (a model trained with several K,
+    `voco train --num_voco_choices`): record i always gets the i-th draw of a generator seeded
+    with `seed`, so a run, its resume and a rerun with the same seed train each record at the same K."""
+    generator = torch.Generator().manual_seed(seed)
+    return [choices[i] for i in torch.randint(len(choices), (count,), generator=generator).tolist()]
+
+
 class VoCoInstructionDataset(Dataset):
     """Lazy supervised dataset over a LLaVA instruction JSON file.
 
     Item: {"input_ids": LongTensor[L], "labels": LongTensor[L],
            "pixel_values": FloatTensor[n_images, 3, H, W] or None (text-only record)}.
     A video record has one row per sampled frame (`num_frames`, uniform, from `video_folder`).
+    A model with `num_voco_choices` (trained for several K) gets each record at its own K
+    (`draw_num_voco` from `seed`; all the frames or images of a record share it).
     Bad records raise a ValueError at construction, or with skip_bad=True are dropped and listed
     in `bad_records` (counts per reason in `bad_counts`). Images are only checked to exist here
     (open_images=True decodes each one, as `check_data` does, which is slow on 665k images); one
@@ -587,6 +607,7 @@ class VoCoInstructionDataset(Dataset):
         open_images: bool = False,
         video_folder: str | Path | None = None,
         num_frames: int | None = 8,
+        seed: int = 0,
     ):
         if image_aspect_ratio not in ASPECT_RATIOS:
             raise ValueError(f"unknown image_aspect_ratio {image_aspect_ratio!r}; expected one of {ASPECT_RATIOS}")
@@ -599,6 +620,9 @@ class VoCoInstructionDataset(Dataset):
         self.encoder = RecordEncoder(tokenizer, config, template, model_max_length)
 
         records = load_records(data_path)
+        choices = getattr(config, "num_voco_choices", None)
+        # each record's K, by its place in the file: the same whatever is skipped, in every epoch and resume
+        record_ks = draw_num_voco(choices, len(records), seed) if choices else [self.encoder.num_voco] * len(records)
         infos, bad = scan_records(
             records,
             self.encoder,
@@ -606,6 +630,7 @@ class VoCoInstructionDataset(Dataset):
             open_images=open_images,
             video_folder=self.video_folder,
             num_frames=num_frames,
+            num_vocos=record_ks,
         )
         if bad and not skip_bad:
             first = "; ".join(str(b) for b in bad[:5])
@@ -618,6 +643,7 @@ class VoCoInstructionDataset(Dataset):
             raise ValueError(f"{self.data_path}: no good record among {len(records)}")
         self.records = [records[i] for i in keep]
         self.ids = [record_id(records[i], i) for i in keep]
+        self.num_vocos = [record_ks[i] for i in keep]  # K of each kept record
         self._lengths = [infos[i].length for i in keep]
         self._has_image = [infos[i].has_image for i in keep]
         # frames per video, as validated: the records' token counts were measured with them
@@ -641,7 +667,8 @@ class VoCoInstructionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | None]:
         record = self.records[i]
-        sample = self.encoder.encode(record, self.frame_counts)  # checked at construction: cannot fail now
+        # checked at construction with its K: cannot fail now
+        sample = self.encoder.encode(record, self.frame_counts, self.num_vocos[i])
         pixel_values = None
         if sample.images:
             try:

@@ -7,8 +7,10 @@ Every flag of LLaVA-1.5's `finetune.sh` is accepted with its meaning (the Traini
 are Trainer's own, so DeepSpeed ZeRO-2/3, FSDP, gradient accumulation, bf16/tf32, gradient
 checkpointing, checkpointing, `--resume_from_checkpoint`, logging and progress bars all come from
 Trainer; `--evaluation_strategy` is accepted as the old name of `--eval_strategy`). Ours:
-`--num_voco K`, `--compressor voco`, `--position_layout`, `--attention_rule voco|causal` (causal
-trains the full-token upper-bound model), `--freeze_vision_tower` (default True),
+`--num_voco K`, `--num_voco_choices 1,2,4,8,16` (one model for several K: each record's K drawn
+uniformly from the set, see `train.data.draw_num_voco`), `--compressor voco`, `--position_layout`,
+`--attention_rule voco|causal` (causal trains the full-token upper-bound model),
+`--freeze_vision_tower` (default True),
 `--skip_bad_samples` (with `--max_bad_fraction`, default 0.05), `--seed`.
 
 The starting model is one of:
@@ -69,7 +71,18 @@ class ModelArguments:
     mm_vision_select_feature: str = field(default="patch", metadata={"help": "patch (drop CLS) or cls_patch"})
     mm_use_im_start_end: bool = field(default=False, metadata={"help": "must be False (not supported)"})
     mm_use_im_patch_token: bool = field(default=False, metadata={"help": "must be False (not supported)"})
-    num_voco: int | None = field(default=None, metadata={"help": "K VoCo tokens per image (default: model's, else 1)"})
+    num_voco: int | None = field(
+        default=None,
+        metadata={"help": "K VoCo tokens per image (default: model's, else 1); with --num_voco_choices, the default K"},
+    )
+    num_voco_choices: str | None = field(
+        default=None,
+        metadata={
+            "help": "train one model for several K, e.g. 1,2,4,8,16: each record's K is drawn uniformly from the "
+            "set, once per record, from --seed (the same in every epoch, run and resume); the model then "
+            "accepts any K of the set (default: the start model's set, else one K)"
+        },
+    )
     compressor: str = field(default="voco", metadata={"help": "voco, or a 1-token baseline: avgpool, qformer"})
     position_layout: str | None = field(
         default=None, metadata={"help": "compact or natural (default: model's, else compact)"}
@@ -327,15 +340,25 @@ def load_start_model(margs: ModelArguments):
     if margs.position_layout not in (None, "compact", "natural"):
         raise InputError(f"--position_layout {margs.position_layout}: expected compact or natural")
 
+    choices = parse_num_voco_choices(margs.num_voco_choices)
+    if choices is not None and margs.compressor != "voco":
+        raise InputError(f"--num_voco_choices: compressor {margs.compressor} has no VoCo tokens")
+    if choices is not None and margs.num_voco is not None and margs.num_voco not in choices:
+        raise InputError(f"--num_voco {margs.num_voco} is not in --num_voco_choices {margs.num_voco_choices}")
     source = margs.model_name_or_path
     model_type = _model_type(source)
     layout = margs.position_layout or "compact"
-    k = 1 if margs.num_voco is None else margs.num_voco
+    # with a set, the default K is --num_voco, else the set's smallest (the most compressed)
+    k = margs.num_voco if margs.num_voco is not None else choices[0] if choices else 1
     if model_type == "voco_llava":
         # A baseline compressor starts from the saved model's weights; its own layers start fresh.
         overrides = {"compressor": margs.compressor, "attention_rule": margs.attention_rule}
-        if margs.num_voco is not None:
-            overrides["num_voco"] = margs.num_voco
+        if margs.num_voco is not None or choices is not None:
+            overrides["num_voco"] = k
+        if choices is not None or margs.compressor != "voco":
+            overrides["num_voco_choices"] = choices
+        else:
+            _check_start_choices(source, margs.num_voco)
         if margs.position_layout:
             overrides["position_layout"] = margs.position_layout
         model, tokenizer, image_processor = load_bundle(source, **overrides)
@@ -368,10 +391,35 @@ def load_start_model(margs: ModelArguments):
         )
     if model.config.compressor != margs.compressor:
         raise InputError(f"{source}: --compressor {margs.compressor} can only start from one of our saved models")
+    if choices is not None:
+        model.config.num_voco_choices = choices
     model.config.attention_rule = margs.attention_rule
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, image_processor, how
+
+
+def parse_num_voco_choices(text: str | None) -> list[int] | None:
+    """`--num_voco_choices 1,2,4,8,16` -> [1, 2, 4, 8, 16] (sorted, distinct); None stays None."""
+    if text is None:
+        return None
+    try:
+        choices = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        choices = []
+    if not choices or min(choices) < 1 or len(set(choices)) != len(choices):
+        raise InputError(f"--num_voco_choices {text}: expected distinct positive integers separated by commas")
+    return sorted(choices)
+
+
+def _check_start_choices(source: str, num_voco: int | None) -> None:
+    """Continuing a model trained with a set of K trains with that set again: --num_voco must be in it."""
+    choices = json.loads((Path(source) / "config.json").read_text()).get("num_voco_choices")
+    if choices is not None and num_voco is not None and num_voco not in choices:
+        raise InputError(
+            f"--num_voco {num_voco}: {source} was trained with K in {choices}; give --num_voco_choices "
+            f"({num_voco} alone trains it at K={num_voco} only)"
+        )
 
 
 def freeze(model, vision_tower: bool) -> None:
@@ -475,6 +523,7 @@ def train(margs: ModelArguments, dargs: DataArguments, targs: TrainingArguments)
             open_images=True,
             video_folder=dargs.video_folder,
             num_frames=dargs.num_frames,
+            seed=targs.data_seed if targs.data_seed is not None else targs.seed,
         )
     except ValueError as err:
         raise InputError(str(err).splitlines()[0]) from None
@@ -497,8 +546,10 @@ def train(margs: ModelArguments, dargs: DataArguments, targs: TrainingArguments)
     if main_process:
         trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
         total = sum(_numel(p) for p in model.parameters())
+        choices = model.config.num_voco_choices
+        ks = f"K drawn uniformly per record from {choices}" if choices else f"K={model.config.num_voco}"
         print(
-            f"voco train: {how}, K={model.config.num_voco}, rule {model.config.attention_rule}, "
+            f"voco train: {how}, {ks}, rule {model.config.attention_rule}, "
             f"{trainable:,} of {total:,} parameters trained; {len(dataset)} records"
         )
         if bad:
