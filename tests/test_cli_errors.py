@@ -47,7 +47,7 @@ def rewrite_header(source, target, edit):
 def files(tmp_path_factory, tiny_model_dir):
     d = tmp_path_factory.mktemp("bad")
     model = tiny_model_dir()
-    paths = {"d": d, "model": model, "missing": d / "missing"}
+    paths = {"d": d, "model": model, "missing": d / "missing", "mixture": tiny_model_dir(num_voco_choices=(1, 2, 4))}
     Image.new("RGB", (40, 30), (200, 30, 30)).save(d / "img.png")
     paths["img"] = d / "img.png"
     paths["bomb"] = png_claiming(d / "bomb.png", 20000, 20000)  # above 2x PIL's limit: PIL's own error
@@ -69,6 +69,10 @@ def files(tmp_path_factory, tiny_model_dir):
     paths["badjson"] = rewrite_header(cache, d / "badjson.voco", lambda m: m.update(positions="[16,"))
     paths["nolayout"] = rewrite_header(cache, d / "nolayout.voco", lambda m: m.pop("layout"))
     paths["oldformat"] = rewrite_header(cache, d / "old.voco", lambda m: m.update(format="voco-cache/1"))
+    # a K=4 cache of the mixture model (the same weights as `model`): `model` was trained at K=1 only
+    argv = ["compress", "--model", str(paths["mixture"]), "--image", str(d / "img.png"), "--num-voco", "4"]
+    assert main([*argv, "--out", str(d / "k4.voco")]) == 0
+    paths["mixcache"] = d / "k4.voco"
     (d / "train.json").write_text("[]")
     (d / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "img.png", "text": "What?"}) + "\n")
     for verb in VERBS:  # import every verb module now: a first import may print a notice
@@ -170,6 +174,43 @@ TABLE = [
     ("demo", ["demo", "--preset", "foo", "--out", "{d}/demo"], "'foo'"),
     ("serve", ["serve", "--model", "{model}", "--cache-memory", "lots"], "'lots': not a size"),
     ("bench-serve", ["bench-serve", "--modes", "foo"], "--modes foo: expected a comma-separated subset"),
+    # K: only those the model was trained with (issue 18), one rule for every verb
+    (
+        "compress",
+        ["compress", "--model", "{mixture}", "--image", "{img}", "--out", "{d}/k.voco", "--num-voco", "3"],
+        "K=3: this model was trained with K in {1, 2, 4}",
+    ),
+    (
+        "compress",
+        ["compress", "--model", "{model}", "--images", "{d}", "--out", "{d}/k", "--num-voco", "2"],
+        "K=2: this model was trained at K=1 only (voco train --num_voco_choices",
+    ),
+    ("ask", ["ask", "--model", "{mixture}", "--image", "{img}", "--question", "q", "--num-voco", "8"], "K=8: this"),
+    (
+        "ask",
+        ["ask", "--model", "{model}", "--cache", "{mixcache}", "--question", "q"],
+        "K=4: this model was trained at",
+    ),
+    ("chat", ["chat", "--model", "{mixture}", "--image", "{img}", "--num-voco", "16"], "K=16: this model was trained"),
+    (
+        "eval",
+        ["eval", "--model", "{mixture}", "--question-file", "{d}/q.jsonl", "--answers-file", "{d}/k.jsonl"]
+        + ["--image-folder", "{d}", "--num-voco", "3"],
+        "K=3: this model was trained with K in {1, 2, 4}",
+    ),
+    ("serve", ["serve", "--model", "{mixture}", "--port", "0", "--num-voco", "5"], "K=5: this model was trained with"),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--num_voco_choices", "1,0,4"],
+        "--num_voco_choices 1,0,4: expected distinct positive integers separated by commas",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--num-voco-choices", "1,2", "--num_voco", "4"],
+        "--num_voco 4 is not in --num_voco_choices 1,2",
+    ),
 ]
 
 
@@ -209,7 +250,7 @@ def test_version(capsys):
 
 def test_both_spellings_and_defaults_in_help(files, capsys):
     out = files["d"] / "spell.voco"
-    argv = ["compress", "--model", str(files["model"]), "--image", str(files["img"]), "--num_voco", "2"]
+    argv = ["compress", "--model", str(files["mixture"]), "--image", str(files["img"]), "--num_voco", "2"]
     assert main([*argv, "--out", str(out)]) == 0
     from voco_llama.core.cache import VoCoCache
 

@@ -79,3 +79,11 @@ def test_streamed_answer_has_no_leading_space(tiny_model_dir):
         streamer.put(torch.tensor([token]))
     streamer.end()
     assert out.getvalue() == "yes no\n"
+
+
+def test_chat_compresses_at_the_k_asked_for(tiny_model_dir, tmp_path):
+    Image.new("RGB", (32, 32), (20, 200, 40)).save(tmp_path / "g.png")
+    out = io.StringIO()
+    chat = ChatSession(VoCoPipeline.from_pretrained(tiny_model_dir(num_voco_choices=(1, 2, 4))), out=out, num_voco=4)
+    chat.load(image=tmp_path / "g.png")
+    assert chat.cache.num_voco == 4 and "at K=4" in out.getvalue()

@@ -10,7 +10,8 @@ from voco_llama.core.pipeline import VoCoPipeline
 
 
 def test_stale_or_damaged_caches_are_compressed_again(tmp_path, tiny_model_dir, capsys):
-    model, other = str(tiny_model_dir()), str(tiny_model_dir(seed=1))
+    # K=1 by default, trained for K in {1, 2}: a file made at K=2 is a usable cache, but not a K=1 one
+    model, other = str(tiny_model_dir(num_voco_choices=(1, 2))), str(tiny_model_dir(seed=1))
     images = tmp_path / "imgs"
     images.mkdir()
     for i in range(4):

@@ -91,7 +91,8 @@ def test_resume_only_the_run_that_started_the_file(setup, tiny_model_dir, tmp_pa
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_bytes((d / name).read_bytes())
     (tmp_path / "q.jsonl").write_text((d / "q.jsonl").read_text())
-    model, other = tiny_model_dir(num_voco=2), tiny_model_dir(num_voco=2, seed=1)
+    # a model trained for K in {1, 2}: --num-voco 1 is a K it takes, but not the one this file was started with
+    model, other = tiny_model_dir(num_voco=2, num_voco_choices=(1, 2)), tiny_model_dir(num_voco=2, seed=1)
     assert main(eval_args(model, tmp_path, "--mode", "masked")) == 0
     first = (tmp_path / "a.jsonl").read_text()
     meta = json.loads((tmp_path / "a.jsonl.meta.json").read_text())

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from voco_llama.core.errors import InputError
 from voco_llama.core.pipeline import VoCoPipeline
 from voco_llama.core.presets import build_model, save_bundle
 from voco_llama.eval.lmms import VoCoLlava, cut_at
@@ -40,7 +41,7 @@ def word_tokens(tokenizer) -> list[int]:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    model, tokenizer, processor = build_model("tiny", num_voco=2)
+    model, tokenizer, processor = build_model("tiny", num_voco=2, num_voco_choices=(1, 2))  # K=2 by default
     # A random model emits byte fragments that do not survive decode -> encode; let it emit only
     # whole words (every other lm_head row zeroed: logit 0, below the best word's), so its greedy
     # continuation is a string that can be handed back to loglikelihood.
@@ -203,3 +204,5 @@ def test_model_args(bundle, docs):
     lm.task_dict = {TASK: {SPLIT: docs}}
     lm.generate_until([gen_request(0, docs, max_new_tokens=2)])
     assert lm.cache_store.caches[next(iter(lm.cache_store.caches))].num_voco == 1
+    with pytest.raises(InputError, match=r"^K=4: this model was trained with K in \{1, 2\}$"):
+        VoCoLlava(pretrained=str(bundle), num_voco="4")

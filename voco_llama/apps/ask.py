@@ -19,7 +19,9 @@ def _ask_command(args) -> int:
     if args.route != "none" and not (args.image or args.video or args.cache):
         raise InputError("give --image IMG, --video VIDEO or --cache FILE (or --route none)")
     pipe = VoCoPipeline.from_pretrained(args.model)
-    cache = pipe.load_cache(args.cache) if args.cache else None
+    # several cache files: their groups in order, each at its own K (a video at K=1, an image at K=16)
+    caches = [pipe.load_cache(path) for path in args.cache or []]
+    cache = caches[0] if len(caches) == 1 else caches or None
     images = read_video(args.video, args.num_frames, args.fps) if args.video else args.image
     answer = pipe.ask(
         args.question,
@@ -49,14 +51,21 @@ def register_cli(subparsers) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--image", nargs="+", help="one or more images")
     source.add_argument("--video", help="a video file or a folder of frames")
-    source.add_argument("--cache", help="a cache file from voco compress (route cache)")
+    source.add_argument(
+        "--cache", nargs="+", help="cache file(s) from voco compress, in prompt order; they may differ in K"
+    )
     p.add_argument("--num-frames", type=positive_int, default=8, help="frames sampled uniformly from --video")
     p.add_argument("--fps", type=positive_float, help="sample --video at this rate instead of --num-frames")
     p.add_argument("--question", required=True)
     p.add_argument(
         "--route", "--path", dest="route", choices=ROUTES, default="cache", help="how the answer reaches the image"
     )
-    p.add_argument("--num-voco", type=positive_int, help="K: <voco> tokens per image (default: the model's)")
+    p.add_argument(
+        "--num-voco",
+        type=positive_int,
+        help="K: <voco> tokens per image, one the model was trained with (default: the model's; "
+        "a cache answers at its own K)",
+    )
     p.add_argument("--max-new-tokens", type=positive_int, default=128, help="at most this many answer tokens")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
     p.add_argument("--json", action="store_true", help="print answer, token ids and their log-probabilities")

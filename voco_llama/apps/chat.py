@@ -44,8 +44,17 @@ class _TimedStreamer(TextStreamer):
 
 
 class ChatSession:
-    def __init__(self, pipe, num_frames: int = 8, max_new_tokens: int = 256, temperature: float = 0.0, out=sys.stdout):
+    def __init__(
+        self,
+        pipe,
+        num_frames: int = 8,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        out=sys.stdout,
+        num_voco: int | None = None,
+    ):
         self.pipe, self.num_frames, self.out = pipe, num_frames, out
+        self.num_voco = pipe.model.config.accepted_num_voco(num_voco)  # K of every image and video compressed
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.cache, self.history, self.stats = None, [], {}
 
@@ -54,12 +63,14 @@ class ChatSession:
         if cache_file:
             self.cache = self.pipe.load_cache(cache_file)
         elif video:
-            self.cache = self.pipe.compress_video(video, self.num_frames)
+            self.cache = self.pipe.compress_video(video, self.num_frames, num_voco=self.num_voco)
         else:
-            self.cache = self.pipe.compress([image])
+            self.cache = self.pipe.compress([image], num_voco=self.num_voco)
         self.history = []
         self.stats = {"compress_ms": (time.perf_counter() - start) * 1e3}
-        print(f"[{self.cache.num_groups} group(s) compressed to {self.cache.nbytes:,} bytes]", file=self.out)
+        print(
+            f"[{self.cache.num_groups} group(s) at K={self.cache.num_voco}: {self.cache.nbytes:,} bytes]", file=self.out
+        )
 
     def ask(self, question: str) -> str:
         streamer = _TimedStreamer(self.pipe.tokenizer, self.out)
@@ -144,7 +155,7 @@ def _chat_command(args) -> int:
     from ..core.pipeline import VoCoPipeline
 
     pipe = VoCoPipeline.from_pretrained(args.model)
-    session = ChatSession(pipe, args.num_frames, args.max_new_tokens, args.temperature)
+    session = ChatSession(pipe, args.num_frames, args.max_new_tokens, args.temperature, num_voco=args.num_voco)
     session.load(image=args.image, video=args.video, cache_file=args.cache)
     return run_chat(session, sys.stdin, sys.stdin.isatty())
 
@@ -160,6 +171,11 @@ def register_cli(subparsers) -> None:
     source.add_argument("--video", help="a video file or a folder of frames")
     source.add_argument("--cache", help="a cache file from voco compress")
     p.add_argument("--num-frames", type=positive_int, default=8, help="frames sampled uniformly from a video")
+    p.add_argument(
+        "--num-voco",
+        type=positive_int,
+        help="K: <voco> tokens per image or frame, one the model was trained with (default: the model's)",
+    )
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="at most this many tokens per answer")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
     p.set_defaults(func=_chat_command)

@@ -69,7 +69,7 @@ def _compress_many(pipe, args) -> int:
     target = {f: out / f"{f.name}.voco" for f in files}
     if len(set(target.values())) != len(files):
         raise InputError(f"{args.images}: two images share a file name; compress each folder separately")
-    fingerprint, num_voco = pipe.model.fingerprint(), args.num_voco or pipe.model.config.num_voco
+    fingerprint, num_voco = pipe.model.fingerprint(), pipe.model.config.accepted_num_voco(args.num_voco)
     todo = [f for f in files if not _is_done(target[f], fingerprint, num_voco)]
     failed = 0
     with tqdm(total=len(todo), desc="compress", unit="img") as bar:
@@ -105,7 +105,11 @@ def register_cli(subparsers) -> None:
     )
     p.add_argument("--num-frames", type=positive_int, default=8, help="frames sampled uniformly from --video")
     p.add_argument("--fps", type=positive_float, help="sample --video at this rate instead of --num-frames")
-    p.add_argument("--num-voco", type=positive_int, help="K: <voco> tokens per image (default: the model's)")
+    p.add_argument(
+        "--num-voco",
+        type=positive_int,
+        help="K: <voco> tokens per image, one the model was trained with (default: the model's)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=8, help="images compressed at once with --images")
     p.add_argument("--out", required=True, help="the cache file (a folder with --images)")
     p.set_defaults(func=_compress_command)

@@ -68,7 +68,11 @@ def _serve_command(args) -> int:
     if not loopback and not args.api_key:
         print(f"voco serve: warning: listening on {args.host} without --api-key", file=sys.stderr)
     sock = _bind(args.host, args.port)
-    app, name = build_server(args)
+    try:
+        app, name = build_server(args)
+    except BaseException:  # a bad model or flag (a K it was never trained at): free the port at once
+        sock.close()
+        raise
     port = sock.getsockname()[1]
     print(
         f"voco serve: {name} on http://{args.host}:{port}/v1 (cache {args.cache_memory / 2**20:g} MiB"
@@ -89,7 +93,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
-    p.add_argument("--num-voco", type=positive_int, help="K VoCo tokens per image (default: the model's)")
+    p.add_argument(
+        "--num-voco",
+        type=positive_int,
+        help="K VoCo tokens per image, one the model was trained with (default: the model's)",
+    )
     p.add_argument("--cache-memory", type=size_arg, default="1GiB", help="bytes of caches kept in memory (LRU)")
     p.add_argument("--cache-dir", help="also keep every cache here, as VoCo cache files, across restarts")
     p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1")

@@ -35,6 +35,7 @@ class Preset:
     intermediate: int = 128
     vocab_size: int = 512
     num_voco: int = 1
+    num_voco_choices: tuple[int, ...] | None = None  # the K a model trained for several accepts (tests, benches)
     position_layout: str = "compact"
     attention_rule: str = "voco"
     compressor: str = "voco"  # baselines ("avgpool", "qformer") imply num_voco=0 and causal attention
@@ -133,6 +134,7 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
         image_seq_length=(p.image_size // p.patch_size) ** 2,
         vision_feature_select_strategy="default" if p.vision == "clip" else "full",
         num_voco=p.num_voco,
+        num_voco_choices=list(p.num_voco_choices) if p.num_voco_choices is not None else None,
         position_layout=p.position_layout,
         attention_rule=p.attention_rule,
         compressor=p.compressor,

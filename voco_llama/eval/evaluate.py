@@ -222,7 +222,7 @@ def run_eval(
         "format": "voco-eval/1",
         "model_fingerprint": pipe.model.fingerprint(),
         "mode": mode,
-        "num_voco": num_voco or pipe.model.config.num_voco,
+        "num_voco": pipe.model.config.accepted_num_voco(num_voco),  # refused here if the model never trained at it
         "question_file": str(Path(question_file).resolve()),
         "question_file_sha256": hashlib.sha256(Path(question_file).read_bytes()).hexdigest(),
         "num_chunks": num_chunks,
@@ -329,7 +329,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--answers-file", required=True)
     p.add_argument("--conv-mode", default="vicuna_v1")
     p.add_argument("--mode", choices=sorted(MODES), default="voco")
-    p.add_argument("--num-voco", type=positive_int, help="K: <voco> tokens per image (default: the model's)")
+    p.add_argument(
+        "--num-voco",
+        type=positive_int,
+        help="K: <voco> tokens per image, one the model was trained with (default: the model's)",
+    )
     p.add_argument("--max-new-tokens", type=positive_int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=1.0)

@@ -8,7 +8,8 @@ group). It is also registered with `@register_model("voco_llava")` for lmms-eval
 registry. Without lmms-eval this module still imports (the base class is `object`), so the plugin is
 also tested with hand-made requests. The toy world's benches are local tasks in `lmms_tasks/`.
 
-Model args: pretrained (model directory), num_voco (K; default the model's), batch_size, device,
+Model args: pretrained (model directory), num_voco (K, one the model was trained with: any of its
+`num_voco_choices` for a model trained with several; default the model's), batch_size, device,
 dtype, conv_template (vicuna_v1 | plain), mode (voco | masked | full | none: the answer paths of
 `VoCoPipeline.ask`, voco = from compressed caches), max_new_tokens (when a task sets none),
 image_aspect_ratio, attn_implementation, cache_capacity (compressed images kept).
@@ -132,7 +133,6 @@ class VoCoLlava(_Base):
         self.batch_size_per_gpu = max(1, int(batch_size))
         self._device = torch.device(self._pick_device(device))
         self.mode, self.route = mode, MODES[mode]
-        self.num_voco = None if num_voco in (None, "", "None") else int(num_voco)
         self.default_max_new_tokens = int(max_new_tokens)
         self.pretrained = str(pretrained)
         model, tokenizer, image_processor = load_bundle(
@@ -145,6 +145,8 @@ class VoCoLlava(_Base):
             model, tokenizer, image_processor, template=conv_template, image_aspect_ratio=image_aspect_ratio
         )
         self.conv_template = conv_template
+        # K of every image: one the model was trained with (a model trained for several K takes any of them)
+        self.num_voco = model.config.accepted_num_voco(None if num_voco in (None, "", "None") else int(num_voco))
         self.cache_store = ImageCacheStore(self.pipe, self.num_voco, capacity=int(cache_capacity))
 
     # ---- set-up helpers ---------------------------------------------------------------------
@@ -357,10 +359,8 @@ class VoCoLlava(_Base):
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
                 rows_images = [prepared[i][0] for i in batch]
-                num_voco = self.num_voco or config.num_voco
                 cache = self._cache_for(rows_images, route)
-                if cache is not None:
-                    num_voco = cache.num_voco
+                num_voco = cache.num_voco if cache is not None else self.num_voco
                 rows = [
                     expand_image_tokens(
                         prepared[i][2] + prepared[i][3],

@@ -91,7 +91,7 @@ class Engine:
                 f"model compressor {config.compressor!r} makes no VoCo cache; voco serve needs a VoCo model"
             )
         self.pipe, self.store, self.metrics = pipe, store, metrics
-        self.num_voco = num_voco or config.num_voco
+        self.num_voco = config.accepted_num_voco(num_voco)  # one K for every cache this server makes
         self.max_batch = max_batch
         preprocessing = json.dumps([pipe.image_aspect_ratio, pipe.image_processor.to_json_string()])
         self.identity = identity(store.fingerprint, self.num_voco, preprocessing)
