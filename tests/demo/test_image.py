@@ -7,7 +7,7 @@ import random
 import pytest
 
 from voco_llama.cli import main
-from voco_llama.demo.report import LEARNED_GAP, TABLE1, learned_benchmarks
+from voco_llama.demo.report import LEARNED_GAP, MIXTURE_MARGIN, TABLE1, learned_benchmarks
 from voco_llama.demo.stats import binomial_se, f1_se, retention_se, standard_error
 from voco_llama.demo.toyworld import BENCHES, load_world
 from voco_llama.eval.scorers import score
@@ -19,6 +19,9 @@ SLUGS = {
     "Q-Former": "q-former",
     "Lower bound": "lower-bound",
     "VoCo K=2": "voco-k2",
+    "Mixture K=1": "mixture-k1",  # one model for K in {1, 2} (issue 18), at each K
+    "Mixture K=2": "mixture-k2",
+    "VoCo K=2-only at K=1": "voco-k2-only-at-k1",  # the paper's failure case
 }
 
 
@@ -71,6 +74,47 @@ def test_tables_recompute_from_the_answer_files(demo):
     for bench in BENCHES:
         lines = (demo / "answers" / "voco-k1" / f"{bench}.jsonl").read_text().splitlines()
         assert len(lines) == len(world.questions(bench).read_text().splitlines())
+
+    # Table 2's three kinds of row, and issue 18's goal, from the same answer files
+    def mean_retention(name):
+        per = [(scores[name][b] - lower[b]) / (upper[b] - lower[b]) for b in learned]
+        return sum(per) / len(per) if per else None
+
+    def approx(value):
+        return pytest.approx(value) if value is not None else None
+
+    for k in (1, 2):
+        assert report["table2"][str(k)]["mean_retention"] == approx(mean_retention(f"VoCo K={k}"))
+        assert report["table2_mixture"][str(k)]["mean_retention"] == approx(mean_retention(f"Mixture K={k}"))
+    assert report["k_only_at_1"]["mean_retention"] == approx(mean_retention("VoCo K=2-only at K=1"))
+    goal = report["goals"]["mixture"]
+    for k in ("1", "2"):
+        mixture, per_k = report["table2_mixture"][k]["mean_retention"], report["table2"][k]["mean_retention"]
+        within = mixture is not None and per_k is not None and mixture - per_k >= -MIXTURE_MARGIN
+        assert goal["per_k"][k]["met"] == within
+    at_1, failure = report["table2_mixture"]["1"]["mean_retention"], report["k_only_at_1"]["mean_retention"]
+    above = at_1 is not None and failure is not None and at_1 > failure
+    assert goal["met"] == (all(v["met"] for v in goal["per_k"].values()) and above)
+
+
+def test_mixture_model_and_the_failure_case_are_what_they_say(demo):
+    """The mixture row is one model trained for K in {1, 2}, answering at each K; the failure case is the
+    K=2 model's weights answering at K=1."""
+    config = json.loads((demo / "models" / "voco-mixture" / "config.json").read_text())
+    assert (config["num_voco_choices"], config["num_voco"]) == ([1, 2], 1)
+    trainer = json.loads((demo / "models" / "voco-mixture" / "trainer_state.json").read_text())
+    per_k = json.loads((demo / "models" / "voco-k2" / "trainer_state.json").read_text())
+    assert trainer["global_step"] == per_k["global_step"]  # the same steps as each per-K model
+    meta = {
+        slug: json.loads((demo / "answers" / slug / "gqa.jsonl.meta.json").read_text())
+        for slug in ("mixture-k1", "mixture-k2", "voco-k2", "voco-k2-only-at-k1")
+    }
+    assert meta["mixture-k1"]["model_fingerprint"] == meta["mixture-k2"]["model_fingerprint"]
+    assert (meta["mixture-k1"]["num_voco"], meta["mixture-k2"]["num_voco"]) == (1, 2)
+    assert meta["voco-k2-only-at-k1"]["model_fingerprint"] == meta["voco-k2"]["model_fingerprint"]
+    assert meta["voco-k2-only-at-k1"]["num_voco"] == 1
+    md = (demo / "report.md").read_text()
+    assert "| one model for every K (K drawn from {1, 2}) |" in md and "K=2-only model run at K=1" in md
 
 
 def test_example_answers_several_questions_from_one_cache(demo):

@@ -8,13 +8,18 @@ Stages, each reused on a re-run when its output exists (`--fresh` redoes everyth
      base      projector and LLM trained from scratch on all vision tokens with plain causal
                attention, the tower frozen as in LLaVA, through `voco train`;
   3. variants  fine-tuned from the base with the same data and steps: Upper bound (K=1 VoCo
-               tokens present, causal mask), VoCo K=1, Avg-pool, Q-Former, and VoCo K in 2..16;
+               tokens present, causal mask), VoCo K=1, Avg-pool, Q-Former, VoCo K in 2..16, and
+               one model for every K (`--num_voco_choices` = the preset's ks: each record's K
+               drawn uniformly from them);
   4. eval      `voco eval` over every toy benchmark; VoCo rows answer from the two-stage compressed
                cache, Upper bound / Avg-pool / Q-Former with their one causal pass, and the Lower
                bound is the Upper-bound model answering from the cache (its VoCo tokens never
-               learned to carry the image); scored with `voco score`'s scorers;
-  5. report    Table 1 (scores, retention, mean retention), Table 2 (retention vs K) in
-               report.md / report.json, PNG plots, then one example answered from a cache.
+               learned to carry the image); the mixture model at every K of its set, and the
+               largest-K model run at K=1 (the paper's failure case: loaded told its K is 1, a K
+               it was never trained at); scored with `voco score`'s scorers;
+  5. report    Table 1 (scores, retention, mean retention), Table 2 (retention vs K: per-K models,
+               the mixture model, the failure case) in report.md / report.json, PNG plots, then
+               one example answered from a cache.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,12 +36,12 @@ import torch.nn.functional as F
 from ..core.errors import InputError
 from ..core.files import write_atomic, write_json_atomic
 from ..core.pipeline import VoCoPipeline
-from ..core.presets import build_model, save_bundle
+from ..core.presets import build_model, load_bundle, save_bundle
 from ..core.processing import load_image, process_images
 from ..eval.evaluate import run_eval
 from ..eval.scorers import DISPLAY_NAMES, score
 from .presets import PRESETS, ImageDemo, get_preset
-from .report import example, example_text, markdown, plots, read_row, tables
+from .report import MIXTURE, example, example_text, k_only_name, markdown, mixture_name, plots, read_row, tables
 from .toyworld import (
     BACKGROUND_NAMES,
     BENCHES,
@@ -57,6 +63,38 @@ METHODS = {
 
 def _slug(name: str) -> str:
     return name.lower().replace(" ", "-").replace("=", "")
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One row of the tables: a model answering every benchmark one way."""
+
+    name: str
+    model: Path
+    mode: str  # voco eval --mode
+    num_voco: int | None = None  # `voco eval --num-voco`: a K of the model's trained set (None: its default)
+    told_num_voco: int | None = None  # load the model told its K is this one, a K it never trained at
+
+    def pipeline(self) -> VoCoPipeline:
+        told = {"num_voco": self.told_num_voco} if self.told_num_voco is not None else {}
+        return VoCoPipeline(*load_bundle(self.model, **told))
+
+
+def mixture_job(preset: ImageDemo) -> dict:
+    """ModelArguments of the one model for every K: K drawn uniformly per record from the preset's ks."""
+    return dict(num_voco=min(preset.ks), num_voco_choices=",".join(map(str, preset.ks)), attention_rule="voco")
+
+
+def eval_rows(preset: ImageDemo, models: dict[str, Path]) -> list[EvalRow]:
+    """Table 1's rows, Table 2's per-K models, the mixture model at every K, the largest-K model at K=1."""
+    rows = [EvalRow(name, models[name], mode) for name, (_, mode) in METHODS.items()]
+    rows.append(EvalRow("Lower bound", models["Upper bound"], "voco"))
+    rows += [EvalRow(f"VoCo K={k}", models[f"VoCo K={k}"], "voco") for k in preset.ks if k != 1]
+    rows += [EvalRow(mixture_name(k), models[MIXTURE], "voco", num_voco=k) for k in preset.ks]
+    if len(preset.ks) > 1:
+        largest = max(preset.ks)
+        rows.append(EvalRow(k_only_name(preset.ks), models[f"VoCo K={largest}"], "voco", told_num_voco=1))
+    return rows
 
 
 class _TowerProbe(torch.nn.Module):
@@ -166,7 +204,7 @@ def finetune_job(
     )
 
 
-def _evaluate(preset: ImageDemo, pipe, world, row_dir: Path, mode: str) -> None:
+def _evaluate(preset: ImageDemo, pipe, world, row_dir: Path, mode: str, num_voco: int | None = None) -> None:
     for bench in BENCHES:
         answers = row_dir / f"{bench}.jsonl"
         run_eval(
@@ -175,6 +213,7 @@ def _evaluate(preset: ImageDemo, pipe, world, row_dir: Path, mode: str) -> None:
             answers,
             world.images_dir,
             mode=mode,
+            num_voco=num_voco,
             max_new_tokens=preset.max_new_tokens,
             batch_size=preset.eval_batch_size,
             model_id=row_dir.name,
@@ -225,22 +264,20 @@ def run_demo(args) -> int:
     stage("base", began)
     variants = {name: model for name, (model, _) in METHODS.items()}
     variants.update({f"VoCo K={k}": dict(num_voco=k, attention_rule="voco") for k in preset.ks if k != 1})
+    variants[MIXTURE] = mixture_job(preset)  # the same data, steps and rate as each per-K model
     models = {name: models_dir / _slug(name) for name in variants}
     began = time.perf_counter()
     train_stages([finetune_job(preset, world, base, models[name], model, seed) for name, model in variants.items()])
     stage("fine-tunes", began)
 
     began = time.perf_counter()
-    rows = [(name, models[name], mode) for name, (_, mode) in METHODS.items()]
-    rows.append(("Lower bound", models["Upper bound"], "voco"))
-    rows += [(f"VoCo K={k}", models[f"VoCo K={k}"], "voco") for k in preset.ks if k != 1]
-    for name, model_dir, mode in rows:
-        print(f"voco demo: evaluating {name} ({mode})")
-        pipe = VoCoPipeline.from_pretrained(model_dir)
-        _evaluate(preset, pipe, world, out / "answers" / _slug(name), mode)
+    rows = eval_rows(preset, models)
+    for row in rows:
+        print(f"voco demo: evaluating {row.name} ({row.mode})")
+        _evaluate(preset, row.pipeline(), world, out / "answers" / _slug(row.name), row.mode, row.num_voco)
     stage("eval", began)
 
-    result = tables({name: read_row(out / "answers" / _slug(name)) for name, _, _ in rows}, preset.ks)
+    result = tables({row.name: read_row(out / "answers" / _slug(row.name)) for row in rows}, preset.ks)
     vision_tokens = (preset.model["image_size"] // preset.model["patch_size"]) ** 2
     ex = example(out, world, models["VoCo K=1"], preset.max_new_tokens)
     total = time.perf_counter() - start
@@ -263,6 +300,8 @@ def run_demo(args) -> int:
         "scales": result["scales"],
         "table1": result["table1"],
         "table2": {str(k): v for k, v in result["table2"].items()},
+        "table2_mixture": {str(k): v for k, v in result["table2_mixture"].items()},
+        "k_only_at_1": result["k_only_at_1"],
         "goals": result["goals"],
         "example": ex,
     }
