@@ -32,6 +32,7 @@ from voco_llama.core.cache import VoCoCache, kv_bytes
 from voco_llama.core.errors import InputError
 from voco_llama.core.pipeline import VoCoPipeline
 from voco_llama.core.presets import build_model
+from voco_llama.core.processing import encode_prompts, question_prompt
 from voco_llama.serve.store import CacheStore
 
 KEY = "test-key"
@@ -226,6 +227,57 @@ def test_multi_turn_system_and_sampling(server, media, pipe):
         assert 1 <= sampled.usage.completion_tokens <= 6
 
 
+def test_parts_of_different_k_in_one_request(tiny_model_dir, media):
+    """A model trained for K in {1, 2, 4}: each image or video part may ask for its K; a video at K=1
+    beside an image at K=4 answers as `pipe.ask` from those two caches."""
+    folder, images = media
+    model = tiny_model_dir(num_voco_choices=(1, 2, 4))
+    pipe = VoCoPipeline.from_pretrained(model)
+    s = Server(["--model", str(model), "--api-key", KEY, "--allowed-local-media-path", str(folder / "frames")])
+    try:
+        card = s.client.models.list().data[0]
+        assert (card.num_voco, card.num_voco_choices) == (1, [1, 2, 4])
+        frames = [Image.open(p).convert("RGB") for p in sorted((folder / "frames").iterdir())]
+        video = {"type": "video", "video": [data_url(f) for f in frames], "num_voco": 1}
+        photo = {**image_part(images[1]), "num_voco": 4}
+        question = "Is the last frame like the image?"
+        placed = "<image>" * 4 + "\n<image>\n" + question  # each part where it is: the prompt the server builds
+        caches = [pipe.compress(frames, num_voco=1), pipe.compress([images[1]], num_voco=4)]
+        want = pipe.ask(placed, cache=caches, max_new_tokens=6)
+        reply = s.client.chat.completions.create(
+            model=s.name, messages=user(video, photo, question), max_tokens=6, temperature=0
+        )
+        assert reply.choices[0].message.content == want.text
+        assert reply.usage.prompt_tokens == want_prompt_tokens(pipe, placed, [1, 1, 1, 1, 4])
+        status, made = http(s.url + "/v1/voco/compress", photo)
+        assert status == 200 and made["num_voco"] == 4 and made["cached"]  # made by the chat request
+        assert made["bytes"] == kv_bytes(pipe.model.config, 4)
+        status, at_2 = http(s.url + "/v1/voco/compress", {**photo, "num_voco": 2})
+        assert status == 200 and at_2["num_voco"] == 2 and at_2["id"] != made["id"] and not at_2["cached"]
+        by_id = {"type": "voco_cache", "voco_cache": {"id": made["id"]}}
+        reply = s.client.chat.completions.create(
+            model=s.name, messages=user(video, by_id, question), max_tokens=6, temperature=0
+        )
+        assert reply.choices[0].message.content == want.text
+        url = s.url + "/v1/chat/completions"
+        for part, words in (
+            ({**photo, "num_voco": 3}, "num_voco: K=3: this model was trained with K in {1, 2, 4}"),
+            ({**by_id, "num_voco": 4}, "num_voco: 4: a cache id has the K it was made with"),
+            ({**photo, "num_voco": "4"}, "num_voco: '4': a positive integer is required"),
+        ):
+            status, body = http(url, {"model": s.name, "messages": user(part, question), "max_tokens": 2})
+            assert status == 400 and words in body["error"]["message"], body
+    finally:
+        s.stop()
+
+
+def want_prompt_tokens(pipe, question, ks):
+    """Tokens a prompt with these images reads: its text plus K per image (what usage reports)."""
+    prompt = question_prompt(question, num_images=None)
+    batch = encode_prompts([prompt], pipe.tokenizer, pipe.model.config, num_voco=ks)
+    return int(batch["attention_mask"].sum()) - len(ks) * pipe.model.config.num_vision_tokens
+
+
 def test_models_health_metrics(server, media):
     models = server.client.models.list()
     assert [m.id for m in models.data] == [server.name]
@@ -313,6 +365,12 @@ def test_bad_requests_are_4xx_one_line_and_server_keeps_serving(server, media, t
         ("roles out of order", {**good, "messages": [{"role": "assistant", "content": "hi"}]}, 400, "expected 'user'"),
         ("unknown part", {**good, "messages": user({"type": "audio", "audio": {}})}, 400, "not a content part type"),
         ("temperature", {**good, "temperature": 5}, 400, "temperature"),
+        (
+            "a K the model never trained at",
+            {**good, "messages": user({**image_part(images[0]), "num_voco": 2})},
+            400,
+            "num_voco: K=2: this model was trained at K=1 only",
+        ),
         ("request too large", {"raw": b'{"pad": "' + b"x" * (1 << 20) + b'"}'}, 413, "over the limit"),
         ("no API key", {**good, "key": None}, 401, "API key"),
         ("wrong API key", {**good, "key": "nope"}, 401, "API key"),

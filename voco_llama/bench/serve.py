@@ -81,9 +81,9 @@ class FullEntry:
 class FullCacheEngine(Engine):
     """Keeps every image's N + K tokens of K/V. Questions with one image each, greedy only."""
 
-    def make_entries(self, image_lists: list[list]) -> list:
+    def make_entries(self, image_lists: list[list], num_voco: int) -> list:
         model = self.pipe.model
-        batch = encode(self.pipe.tokenizer, model.config, num_voco=self.num_voco)  # the image at its usual place
+        batch = encode(self.pipe.tokenizer, model.config, num_voco=num_voco)  # the image at its usual place
         labels = model.labels_for(batch["input_ids"], batch["attention_mask"])
         positions = layout_positions(labels, model.layout_for(RULE))[0][labels.group[0] == 1]
         entries = []
@@ -156,7 +156,7 @@ class NoCacheEngine(Engine):
     def remember(self, key: str, entry) -> None:
         pass
 
-    def make_entries(self, image_lists: list[list]) -> list:
+    def make_entries(self, image_lists: list[list], num_voco: int) -> list:
         return [Pixels(images) for images in image_lists]
 
     def answer(self, jobs, temperature, top_p, streamer) -> list:
@@ -305,7 +305,7 @@ def run_bench_serve(pipe: VoCoPipeline, settings: dict, model_name: str = "") ->
         for mode in settings["modes"]:
             row = {"name": mode, "bytes_per_image": 0, "tokens_per_image": 0, "resident_capacity": 0}
             if mode in caching:
-                entry = engines[mode].make_entries([[pictures[0]]])[0]
+                entry = engines[mode].make_entries([[pictures[0]]], engines[mode].num_voco)[0]
                 row.update(
                     first_sight_s_per_image=seconds[mode] / len(images),
                     bytes_per_image=made[mode]["bytes"],

@@ -116,7 +116,10 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None, ap
     @app.get("/v1/models")
     async def models():
         card = {"id": model_name, "object": "model", "created": started, "owned_by": "voco-llama"}
-        return {"object": "list", "data": [{**card, "max_model_len": max_positions, "num_voco": engine.num_voco}]}
+        # the K a part may ask for ("num_voco"): the model's trained set
+        choices = pipe.model.config.num_voco_choices or [pipe.model.config.num_voco]
+        card.update(max_model_len=max_positions, num_voco=engine.num_voco, num_voco_choices=choices)
+        return {"object": "list", "data": [card]}
 
     def prepare_chat(body: dict):
         """Parse, look up or decode the media, build and measure the prompt (in a thread)."""
@@ -131,7 +134,8 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None, ap
         if request.system is not None:
             template = replace(template, system=request.system)
         prompt = template.render([(render_user(pieces, groups), answer) for pieces, answer in request.turns])[0]
-        prompt_tokens, positions = engine.prompt_size(prompt)
+        ks = [unit.num_voco for unit in units.values() for _ in range(unit.groups)]  # in prompt order
+        prompt_tokens, positions = engine.prompt_size(prompt, ks)
         if positions + request.max_tokens > max_positions:
             raise RequestError(
                 f"messages: the prompt spans {positions} positions and max_tokens is {request.max_tokens}; "

@@ -34,6 +34,7 @@ class Unit:
     key: str
     entry: object | None
     images: list | None = None
+    num_voco: int | None = None  # K of its groups
 
     @property
     def groups(self) -> int:
@@ -91,24 +92,34 @@ class Engine:
                 f"model compressor {config.compressor!r} makes no VoCo cache; voco serve needs a VoCo model"
             )
         self.pipe, self.store, self.metrics = pipe, store, metrics
-        self.num_voco = config.accepted_num_voco(num_voco)  # one K for every cache this server makes
+        self.num_voco = config.accepted_num_voco(num_voco)  # K of a part that does not say its own
         self.max_batch = max_batch
-        preprocessing = json.dumps([pipe.image_aspect_ratio, pipe.image_processor.to_json_string()])
-        self.identity = identity(store.fingerprint, self.num_voco, preprocessing)
+        self.preprocessing = json.dumps([pipe.image_aspect_ratio, pipe.image_processor.to_json_string()])
         self.queue: asyncio.Queue | None = None
         self._task = None
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voco-model")
 
     # ---- resolving a request's media (in a handler thread) --------------------------------------
 
+    def num_voco_for(self, media: Media) -> int:
+        """The K a part is compressed at: its own (one the model was trained with) or the server's."""
+        try:
+            return self.pipe.model.config.accepted_num_voco(media.num_voco or self.num_voco)
+        except InputError as err:
+            raise RequestError(f"{media.field}.num_voco: {err}") from None
+
     def key(self, media: Media) -> str:
-        return media.cache_id if media.kind == "cache" else content_key(self.identity, media.kind, media.parts)
+        if media.kind == "cache":
+            return media.cache_id
+        server = identity(self.store.fingerprint, self.num_voco_for(media), self.preprocessing)
+        return content_key(server, media.kind, media.parts)
 
     def resolve(self, media: Media, limits: Limits) -> Unit:
         key = self.key(media)
         entry = self.lookup(key)
+        k = None if media.kind == "cache" else self.num_voco_for(media)
         if entry is not None:
-            return Unit(key, entry)
+            return Unit(key, entry, num_voco=k if k is not None else entry.num_voco)
         if media.kind == "cache":
             raise RequestError(
                 f"{media.field}.voco_cache.id: unknown cache id {key[:16]}... (made by another model or K, or evicted; "
@@ -116,12 +127,13 @@ class Engine:
                 404,
                 "cache_not_found",
             )
-        return Unit(key, None, media.decode(limits))
+        return Unit(key, None, media.decode(limits), num_voco=k)
 
-    def prompt_size(self, prompt: str) -> tuple[int, int]:
-        """(tokens the answer reads: text + K per image, positions the prompt spans) of a prompt."""
+    def prompt_size(self, prompt: str, num_voco: list[int]) -> tuple[int, int]:
+        """(tokens the answer reads: text + K per image, positions the prompt spans) of a prompt
+        whose images have these K, in order."""
         model = self.pipe.model
-        batch = encode_prompts([prompt], self.pipe.tokenizer, model.config, num_voco=self.num_voco)
+        batch = encode_prompts([prompt], self.pipe.tokenizer, model.config, num_voco=num_voco)
         labels = model.labels_for(batch["input_ids"], batch["attention_mask"])
         positions = layout_positions(labels, model.layout_for("voco"))
         return int((labels.kind != VISION).sum()), int(positions.max()) + 1
@@ -134,11 +146,11 @@ class Engine:
     def remember(self, key: str, entry) -> None:
         self.store.put(key, entry)
 
-    def make_entries(self, image_lists: list[list]) -> list:
-        """Caches of several images/videos, compressed together, `max_batch` images per call."""
+    def make_entries(self, image_lists: list[list], num_voco: int) -> list:
+        """Caches of several images/videos at K = num_voco, compressed together, `max_batch` images per call."""
         flat = [image for images in image_lists for image in images]
         parts = [
-            self.pipe.compress(flat[i : i + self.max_batch], num_voco=self.num_voco)
+            self.pipe.compress(flat[i : i + self.max_batch], num_voco=num_voco)
             for i in range(0, len(flat), self.max_batch)
         ]
         cache, entries, start = VoCoCache.cat(parts), [], 0
@@ -150,10 +162,10 @@ class Engine:
         return entries
 
     def answer(self, jobs: list[Job], temperature: float, top_p: float, streamer) -> list:
-        entries = [unit.entry for job in jobs for unit in job.units]
+        entries = [unit.entry for job in jobs for unit in job.units]  # caches of any K, in prompt order
         return self.pipe.answer_prompts(
             [job.prompt for job in jobs],
-            cache=VoCoCache.cat(entries) if entries else None,
+            cache=entries or None,
             num_voco=self.num_voco,
             max_new_tokens=[job.max_tokens for job in jobs],
             temperature=temperature,
@@ -202,14 +214,17 @@ class Engine:
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(jobs))
         # compress each new key once, even when several requests of the batch brought it
-        fresh = {}
+        fresh, ks = {}, {}
         for unit in (u for job in jobs for u in job.units if u.entry is None):
             if unit.key not in fresh:
                 fresh[unit.key] = self.store.peek(unit.key) or unit.images  # made by an earlier batch?
+                ks[unit.key] = unit.num_voco
         todo = [key for key, value in fresh.items() if isinstance(value, list)]
-        for key, entry in zip(todo, self.make_entries([fresh[key] for key in todo]) if todo else []):
-            fresh[key] = entry
-            self.remember(key, entry)
+        for k in dict.fromkeys(ks[key] for key in todo):  # one compression call per K
+            same_k = [key for key in todo if ks[key] == k]
+            for key, entry in zip(same_k, self.make_entries([fresh[key] for key in same_k], k)):
+                fresh[key] = entry
+                self.remember(key, entry)
         for unit in (u for job in jobs for u in job.units if u.entry is None):
             unit.entry = fresh[unit.key]
         results: dict[int, object] = {i: job.units[0] for i, job in enumerate(jobs) if job.prompt is None}

@@ -12,6 +12,10 @@ Content parts of a user message, in order (text between them is kept where it is
                                       "num_frames": 8}}                          sampled as `voco ask --video`
   {"type": "voco_cache", "voco_cache": {"id": "<id from /v1/voco/compress>"}}   no pixels re-sent
 
+An image or video part may say its K, `"num_voco": 16` beside its "type" (one the model was trained
+with, see `voco train --num_voco_choices`; default the server's `--num-voco`): a long video at K=1
+and a detailed image at K=16 in one request. A cache id has the K it was made with.
+
 Remote URLs are refused: the server never fetches anything. Every refusal is a `RequestError`:
 one line naming the field, and the HTTP status it is answered with.
 """
@@ -66,6 +70,7 @@ class Media:
     parts: list[bytes] = field(default_factory=list)
     images: list[Image.Image] | None = None
     cache_id: str | None = None
+    num_voco: int | None = None  # K the part asks for (None: the server's)
 
     def decode(self, limits: Limits) -> list[Image.Image]:
         if self.images is None:
@@ -201,6 +206,16 @@ def _part(part, where: str, limits: Limits | None):
     if limits is None or kind not in ("image_url", "video", "video_url", "voco_cache"):
         allowed = "text" if limits is None else "text, image_url, video, video_url or voco_cache"
         raise RequestError(f"{where}.type: {kind!r} is not a content part type here ({allowed})")
+    num_voco = part.get("num_voco")
+    if num_voco is not None and (kind == "voco_cache" or not _is_int(num_voco) or num_voco < 1):
+        why = "a cache id has the K it was made with" if kind == "voco_cache" else "a positive integer is required"
+        raise RequestError(f"{where}.num_voco: {num_voco!r}: {why}")
+    media = _media(part, kind, where, limits)
+    media.num_voco = num_voco
+    return media
+
+
+def _media(part: dict, kind: str, where: str, limits: Limits) -> Media:
     if kind == "voco_cache":
         cache_id = (part.get("voco_cache") or {}).get("id") if isinstance(part.get("voco_cache"), dict) else None
         if not isinstance(cache_id, str) or not KEY_PATTERN.fullmatch(cache_id):
