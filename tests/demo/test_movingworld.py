@@ -182,3 +182,31 @@ def test_files_load_as_training_data_and_as_a_bench(world, clips, tmp_path):
         "".join(json.dumps({"question_id": k["question_id"], "text": blind[k["category"]]}) + "\n" for k in keys)
     )
     assert score("gqa", answers, world.answer_key)["score"] <= 50
+
+
+def test_contrast_questions_are_answered_by_the_tracks_and_change_nothing_else(world, clips, tmp_path):
+    """`contrast_questions=True`: each training clip (direction aside: nothing else moves) is also asked its
+    story's question about another object, or with the options swapped; the clips themselves are the same."""
+    contrast = generate_moving_world(
+        tmp_path / "x", seed=0, num_train_clips=20, num_eval_clips=20, contrast_questions=True
+    )
+    assert json.loads(contrast.clips_json.read_text())["clips"] == clips
+    assert contrast.questions.read_bytes() == world.questions.read_bytes()
+    by_id = {c["id"]: c for c in clips}
+    asked = Counter()
+    for record in json.loads(contrast.train_json.read_text()):
+        clip, turns = by_id[record["id"]], record["conversations"]
+        pairs = [(turns[i]["value"], turns[i + 1]["value"]) for i in range(0, len(turns), 2)]
+        questions = [
+            (q.replace("<video>", "").replace(SHORT_ANSWER, "").strip(), a) for q, a in pairs if SHORT_ANSWER in q
+        ]
+        story = [(q, a) for q, a in questions if q == clip["question"]]
+        assert story == [(clip["question"], clip["answer"])]
+        others = [(q, a) for q, a in questions if q != clip["question"]]
+        assert len(others) == (
+            clip["type"] != "direction" and (clip["type"] != "disappeared" or clip["answer"] == "yes")
+        )
+        for question, answer in others:
+            assert derive({**clip, "question": question}, range(FRAMES)) == answer, (clip["id"], question)
+            asked[clip["type"]] += 1
+    assert set(asked) == set(QUESTION_TYPES) - {"direction"}

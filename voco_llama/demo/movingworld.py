@@ -157,6 +157,9 @@ class Clip:
     question: str
     answer: str
     caption: str
+    # the same question about another object of the clip, or with its options swapped, and its answer:
+    # same frames, a different answer, so only reading the frames tells them apart
+    contrast: tuple[str, str] | None = None
 
     def frame(self, f: int, image_size: int):
         objects = []
@@ -236,6 +239,7 @@ def _sample_clip(rng: random.Random, clip_id: str, split: str, kind: str, target
     shapes = rng.sample(SHAPES, n_objects)
     colors = rng.sample(COLOR_NAMES, n_objects)
     tracks: list[Track] = []
+    contrast = None  # direction: the other objects never move, so no contrast question has an answer
 
     if kind == "direction":
         dx, dy = DIRECTIONS[target]
@@ -262,6 +266,7 @@ def _sample_clip(rng: random.Random, clip_id: str, split: str, kind: str, target
                 t.states = [None] * start + t.states[start:]
             options = [first.name, second.name] if target == 0 else [second.name, first.name]
             question, answer = f"Which appeared first, the {options[0]} or the {options[1]}?", first.name
+            contrast = f"Which appeared first, the {options[1]} or the {options[0]}?", first.name
             caption = f"The {first.name} appears, then the {second.name} appears."
         elif kind in ("color_changes", "final_color"):
             if kind == "color_changes":
@@ -279,10 +284,13 @@ def _sample_clip(rng: random.Random, clip_id: str, split: str, kind: str, target
             per_frame = _recolor(rng, colors[0], frames, n, last)
             subject.states = [(x, y, c) for (x, y, _), c in zip(subject.states, per_frame)]
             sequence = [per_frame[0]] + [per_frame[f] for f in frames]
+            other = tracks[1]  # never changes colour
             if kind == "color_changes":
                 question, answer = f"How many times did the {subject.shape} change color?", target
+                contrast = f"How many times did the {other.shape} change color?", CHANGE_WORDS[0]
             else:
                 question, answer = f"What color was the {subject.shape} at the end?", target
+                contrast = f"What color was the {other.shape} at the end?", other.first_color
             if k == 0:
                 caption = f"The {subject.shape} stays {sequence[0]}."
             else:
@@ -293,11 +301,12 @@ def _sample_clip(rng: random.Random, clip_id: str, split: str, kind: str, target
                 gone = rng.randint(m + 1, n - 1)
                 subject.states = subject.states[:gone] + [None] * (n - gone)
                 caption = f"The {subject.name} disappears."
+                contrast = f"Did the {tracks[1].name} disappear?", "no"
             else:
                 caption = f"The {subject.name} stays where it is."
             question, answer = f"Did the {subject.name} disappear?", target
     rng.shuffle(tracks)  # drawing order says nothing about the story
-    return Clip(clip_id, split, background, tracks, kind, question, answer, caption)
+    return Clip(clip_id, split, background, tracks, kind, question, answer, caption, contrast)
 
 
 def _sample_clips(seed: int, split: str, count: int, num_frames: int, image_size: int) -> list[Clip]:
@@ -321,8 +330,10 @@ def _sample_clips(seed: int, split: str, count: int, num_frames: int, image_size
 # ----------------------------------------------------------------------------------------------
 
 
-def _train_record(clip: Clip, rng: random.Random) -> dict:
+def _train_record(clip: Clip, rng: random.Random, contrast: bool) -> dict:
     turns = [(clip.question + SHORT_ANSWER, clip.answer)]
+    if contrast and clip.contrast:
+        turns.append((clip.contrast[0] + SHORT_ANSWER, clip.contrast[1]))
     if rng.random() < 0.5:
         turns.append((rng.choice(CAPTION_PROMPTS).replace("image", "video"), clip.caption))
     if rng.random() < 0.3:
@@ -334,7 +345,12 @@ def _train_record(clip: Clip, rng: random.Random) -> dict:
 
 
 def moving_world_config(
-    seed: int = 0, num_train_clips: int = 500, num_eval_clips: int = 100, num_frames: int = 16, image_size: int = 64
+    seed: int = 0,
+    num_train_clips: int = 500,
+    num_eval_clips: int = 100,
+    num_frames: int = 16,
+    image_size: int = 64,
+    contrast_questions: bool = False,
 ) -> dict:
     if not 8 <= num_frames <= 32:
         raise ValueError(f"num_frames must be in 8..32, got {num_frames}")
@@ -349,6 +365,7 @@ def moving_world_config(
         "num_eval_clips": int(num_eval_clips),
         "num_frames": int(num_frames),
         "image_size": int(image_size),
+        "contrast_questions": bool(contrast_questions),
     }
 
 
@@ -359,10 +376,11 @@ def generate_moving_world(
     num_eval_clips: int = 100,
     num_frames: int = 16,
     image_size: int = 64,
+    contrast_questions: bool = False,
 ) -> MovingWorld:
     """Generate the clips, training JSON, eval questions and answer key into `out_dir`; see the module
     docstring. Same arguments -> identical files; a previous world's extra clips are removed."""
-    config = moving_world_config(seed, num_train_clips, num_eval_clips, num_frames, image_size)
+    config = moving_world_config(seed, num_train_clips, num_eval_clips, num_frames, image_size, contrast_questions)
     world = MovingWorld(Path(out_dir))
     world.root.mkdir(parents=True, exist_ok=True)
     if world.meta_json.exists():
@@ -385,7 +403,7 @@ def generate_moving_world(
             shutil.rmtree(folder)
 
     rng = random.Random(f"movingworld/{seed}/train")
-    records = [_train_record(clip, rng) for clip in train]
+    records = [_train_record(clip, rng, contrast_questions) for clip in train]
     write_json_atomic(world.train_json, records, indent=1)
     questions = [
         {"question_id": qid, "video": c.id, "text": c.question + SHORT_ANSWER, "category": c.kind}
