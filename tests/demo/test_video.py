@@ -72,6 +72,36 @@ def test_accuracies_recompute_from_the_answer_files(run):
         assert set(row["categories"]) == set(QUESTION_TYPES)
 
 
+def test_frames_sampled_accuracies_recompute_and_goals_follow_the_table(run):
+    report, world = _report(run), load_moving_world(run / "video" / "world")
+    preset = PRESETS["smoke"].video
+    by_frames = report["accuracy_by_frames_sampled"]
+    assert [int(f) for f in by_frames] == list(preset.accuracy_frames)
+    for f, row in by_frames.items():
+        slug = "voco-k1" if int(f) == preset.num_frames else f"voco-k1-{f}-frames"
+        summary = score("gqa", run / "video" / "answers" / slug / "moving.jsonl", world.answer_key)
+        assert row["accuracy"] == summary["score"]
+        p, n = summary["score"] / 100, summary["n_questions"]
+        assert row["se"] == pytest.approx(100 * (p * (1 - p) / n) ** 0.5)
+    assert by_frames[str(preset.num_frames)] == report["accuracy"]["VoCo K=1"]
+    curve = report["voco_k1_curve"]  # smoke: 2 steps, a checkpoint every step
+    assert list(curve) == ["1", "2"] and curve["2"] == report["accuracy"]["VoCo K=1"]
+    step1 = score("gqa", run / "video" / "answers" / "voco-k1-step1" / "moving.jsonl", world.answer_key)
+    assert curve["1"]["categories"] == {c: v["accuracy"] for c, v in step1["categories"].items()}
+    accuracy, goals = report["accuracy"], report["goals"]
+    for name in goals["required_margins_points"]:
+        assert goals["margins_points"][name] == accuracy["VoCo K=1"]["accuracy"] - accuracy[name]["accuracy"]
+    met = all(goals["margins_points"][n] >= need for n, need in goals["required_margins_points"].items())
+    assert goals["voco_beats_baselines"] is met
+    difference = accuracy["VoCo K=2"]["accuracy"] - accuracy["VoCo K=1"]["accuracy"]
+    assert goals["k2_at_least_k1"] is (difference >= -goals["k2_noise_points"])
+    md = (run / "video" / "report.md").read_text()
+    assert (
+        "VoCo K=1 per frame beats one full frame and text only by 15 points and avg-pool per frame by 5: "
+        + ("MET" if met else "NOT MET")
+    ) in md
+
+
 def test_report_follows_its_answer_files(run, tmp_path):
     """Rewrite one row's answers with the key's answers: a re-run must score that row 100%, and only it."""
     copy = tmp_path / "run"
@@ -131,10 +161,10 @@ def test_scaling_numbers_follow_the_formulas(run):
 
 
 def test_plot_and_markdown(run):
-    png = run / "video" / "scaling.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(png) as image:
-        image.verify()
+    for png in (run / "video" / "scaling.png", run / "video" / "frames.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as image:
+            image.verify()
     md = (run / "video" / "report.md").read_text()
     for name in ANSWER_DIRS:
         assert f"| {name} |" in md
@@ -148,8 +178,63 @@ def test_rerun_reuses_finished_stages(run, capsys):
     report = _report(run)
     capsys.readouterr()
     assert main(["demo", "--video", "--preset", "smoke", "--out", str(run)]) == 0
-    assert len(before) == 4 + 5 + 1 and {p: p.stat().st_mtime_ns for p in files} == before
+    assert len(before) == 4 + 5 + 2 + 1 + 1  # models, rows, other frame counts, curve step 1, scaling
+    assert {p: p.stat().st_mtime_ns for p in files} == before
     again = _report(run)
     assert again["accuracy"] == report["accuracy"] and again["scaling"] == report["scaling"]
     out = capsys.readouterr().out
     assert "voco train" not in out and "scaling F=" not in out and "generating the moving world" not in out
+
+
+def _h264_or_mpeg4(av):
+    for name in ("libx264", "h264", "mpeg4"):
+        try:
+            av.Codec(name, "w")
+            return name
+        except Exception:  # noqa: BLE001 - PyAV raises UnknownCodecError or ValueError, by version
+            continue
+    return None
+
+
+def test_ask_answers_an_encoded_mp4_from_per_frame_caches(run, tmp_path, capsys):
+    """An eval clip encoded to mp4 by libavcodec (PyAV): `voco ask --video clip.mp4` decodes it, compresses
+    each sampled frame alone and answers from the caches -- the same answer as one masked pass over
+    every frame's tokens."""
+    av = pytest.importorskip("av")
+    from voco_llama.core.video import read_video
+
+    codec = _h264_or_mpeg4(av)
+    if codec is None:
+        pytest.skip("this PyAV build has no H.264 or MPEG-4 encoder, so no mp4 can be made here")
+    world = load_moving_world(run / "video" / "world")
+    question = read_questions(world.questions)[0]
+    pngs = sorted((world.videos_dir / question["video"]).glob("*.png"))
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=8)
+        with Image.open(pngs[0]) as first:
+            stream.width, stream.height = first.size
+        stream.pix_fmt = "yuv420p"
+        for png in pngs:
+            with Image.open(png) as frame:
+                container.mux(stream.encode(av.VideoFrame.from_image(frame.convert("RGB"))))
+        container.mux(stream.encode())
+    decoded = read_video(path, None)
+    assert len(decoded) == len(pngs)
+    import numpy as np
+
+    for frame, png in zip(decoded, pngs):  # lossy, but the same picture
+        with Image.open(png) as original:
+            error = np.abs(np.asarray(frame, float) - np.asarray(original.convert("RGB"), float)).mean()
+        assert error < 12, f"{png.name}: mean absolute error {error:.1f} of 255 after encoding"
+    model = run / "video" / "models" / "voco-k1"
+    frames = str(PRESETS["smoke"].video.num_frames)
+    argv = ["ask", "--model", str(model), "--video", str(path), "--num-frames", frames, "--json"]
+    argv += ["--question", question["text"], "--max-new-tokens", "3"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    from_caches = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(argv + ["--route", "masked"]) == 0
+    masked = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert from_caches["route"] == "cache" and from_caches["token_ids"] == masked["token_ids"]
+    assert max(abs(a - b) for a, b in zip(from_caches["logprobs"], masked["logprobs"])) < 1e-4

@@ -47,6 +47,9 @@ class VideoDemo:
     lr: float
     eval_batch_size: int
     max_new_tokens: int
+    contrast_questions: bool = False  # each training clip also asked its story's contrast question
+    accuracy_frames: tuple[int, ...] = (4, 8, 16)  # VoCo K=1 also answers from this many frames per clip
+    curve_every: int = 50  # VoCo K=1's fine-tune keeps a checkpoint this often: its per-type learning curve
     sweep_frames: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
     ttft_repeats: int = 3  # median of this many timed runs (after one warm-up)
     full_ttft_budget: float = 20.0  # seconds: a full-token prefill slower than this ends its measurements
@@ -161,6 +164,8 @@ PRESETS = {
             lr=3e-4,
             eval_batch_size=10,
             max_new_tokens=2,
+            accuracy_frames=(2, 4, 8),
+            curve_every=1,
             ttft_repeats=1,
             full_ttft_budget=0.3,
         ),
