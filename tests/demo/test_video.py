@@ -169,6 +169,11 @@ def test_plot_and_markdown(run):
     for name in ANSWER_DIRS:
         assert f"| {name} |" in md
     assert "| 256 | " in md and "256 frames at K=1 fit a 2048-token context: MET" in md
+    probe = _report(run)["probe"]
+    assert set(probe["features"]) == {"VoCo cache", "pooled vision", "vision tokens"}
+    assert probe["frames"] == 4 * PRESETS["smoke"].video.train_clips  # 4 frames of every training clip
+    for name, row in probe["features"].items():
+        assert f"| {name} | {row['dims']} | {row['colour presence'][0]:.1f} |" in md
 
 
 def test_rerun_reuses_finished_stages(run, capsys):

@@ -45,11 +45,13 @@ from .curves import checkpoints
 from .image import run_demo, run_dir
 from .movingworld import ANSWER_CYCLES, BENCH, QUESTION_TYPES, generate_moving_world, load_moving_world
 from .presets import VideoDemo, get_preset
+from .probe import run_probe
 from .stats import binomial_se
 from .toyworld import load_world
 from .training import train_stages
 
 CONTEXT_WINDOW = 2048  # the goal: 256 frames at K=1 must fit a context of this many positions
+PROBE_TARGETS = ("colour presence", "shape presence", "object count")
 # accuracy points VoCo K=1 per frame must lead each baseline by (overall, on the temporal questions)
 MARGINS = {"Middle frame (full tokens)": 15.0, "Text only": 15.0, "Avg-pool per frame": 5.0}
 
@@ -423,6 +425,7 @@ def _markdown(
     compress_per_frame: float,
     by_frames: dict,
     curve: dict,
+    probe: dict,
 ) -> str:
     types = list(QUESTION_TYPES)
     lines = [
@@ -471,6 +474,26 @@ def _markdown(
     margins = ", ".join(f"{m:+.1f} vs {name} (needs +{MARGINS[name]:g})" for name, m in goals["margins_points"].items())
     sweep = ", ".join(f"{f} frames {r['accuracy']:.1f} ± {r['se']:.1f}" for f, r in by_frames.items())
     lines += [
+        "",
+        "## What one frame's cache carries",
+        "",
+        f"Linear probes fitted on {probe['frames'] - probe['held_out']} training-clip frames, scored on "
+        f"{probe['held_out']} others, of the VoCo K=1 video model (`demo/probe.py`): held-out accuracy (%) "
+        "for colour and shape presence (per label) and object count; R^2 for the mover's x and y.",
+        "",
+        "| features | dims | colour presence | shape presence | object count | mover x (R^2) | mover y (R^2) |",
+        "|---" * 7 + "|",
+        "| none (training labels' majority) | 0 | "
+        + " | ".join(f"{probe['features']['VoCo cache'][t][1]:.1f}" for t in PROBE_TARGETS)
+        + " | 0 | 0 |",
+        *(
+            f"| {name} | {row['dims']} | "
+            + " | ".join(f"{row[t][0]:.1f}" for t in PROBE_TARGETS)
+            + " | "
+            + (" | ".join(f"{v:.2f}" for v in row["mover x, y (R^2)"]) if row["mover x, y (R^2)"] else "- | -")
+            + " |"
+            for name, row in probe["features"].items()
+        ),
         "",
         "## VoCo K=1's learning curve per question type",
         "",
@@ -568,6 +591,13 @@ def run_video_demo(args) -> int:
             1 if middle_only else preset.num_frames,
         )
 
+    # what one frame's cache carries (linear probes), measured once per model
+    probe_json = video / "probe.json"
+    if not probe_json.is_file() or json.loads(probe_json.read_text()).get("model") != str(models["VoCo K=1"]):
+        print("voco demo --video: probing what a frame's cache carries")
+        write_json_atomic(probe_json, {"model": str(models["VoCo K=1"]), **run_probe(models["VoCo K=1"], world.root)})
+    probe = json.loads(probe_json.read_text())
+
     # the VoCo K=1 video model's learning curve per question type: its checkpoints, scored as the final model
     curve = {}
     for step, path in checkpoints(models["VoCo K=1"]).items():
@@ -633,6 +663,7 @@ def run_video_demo(args) -> int:
         "accuracy": accuracy,
         "accuracy_by_frames_sampled": by_frames,
         "voco_k1_curve": curve,
+        "probe": probe,
         "scaling": scaling,
         "compress_s_per_frame": compress_per_frame,
         "goals": goals,
@@ -650,6 +681,7 @@ def run_video_demo(args) -> int:
         compress_per_frame,
         by_frames,
         curve,
+        probe,
     )
     write_atomic(video / "report.md", markdown)
     print("\n" + markdown)

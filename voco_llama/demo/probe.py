@@ -1,0 +1,152 @@
+"""What one frame's compressed form carries: linear probes on the moving world's frames.
+
+The video questions need, per frame, which colours and shapes are present, how many objects there
+are, and where the mover is. A linear probe fitted on 3/4 of the frames and scored on the rest says
+whether a frame's features hold each of these, before any question is asked:
+
+- "VoCo cache": the frame's VoCo K/V over every layer (what the LLM reads when it answers);
+- "pooled vision": the frame's projected vision tokens averaged (about what avg-pool per frame keeps);
+- "vision tokens": those N tokens side by side (all a full-token model is given; the ceiling).
+
+Targets (ground truth from clips.json): colour presence and shape presence (one binary label per
+colour / shape, accuracy over all labels), object count (classes, accuracy), and the mover's x and
+y in direction clips (ridge regression, R^2 on held-out frames). Each is printed beside the score of
+predicting without the features (the training labels' majority; R^2 0), so "carries nothing" reads as
+no gain over that floor.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..core.pipeline import VoCoPipeline
+from ..core.video import sample_indices
+from .toyworld import COLOR_NAMES, SHAPES
+
+FRAMES_PER_CLIP = 4  # spread over each clip (its first and last included)
+
+
+def _targets(clip: dict, frame: int) -> dict:
+    present = [(o, o["track"][frame]) for o in clip["objects"] if o["track"][frame] is not None]
+    moving = [
+        o for o in clip["objects"] if o["track"][0] and o["track"][-1] and o["track"][0][:2] != o["track"][-1][:2]
+    ]
+    return {
+        "colors": [COLOR_NAMES.index(state[2]) for _, state in present],
+        "shapes": [SHAPES.index(o["shape"]) for o, _ in present],
+        "count": len(present),
+        "mover": moving[0]["track"][frame][:2] if clip["type"] == "direction" and moving else None,
+    }
+
+
+@torch.no_grad()
+def frame_features(pipe: VoCoPipeline, frames: list[Path], batch: int = 64) -> dict[str, torch.Tensor]:
+    """Per frame: its VoCo K/V over every layer, flattened; its projected vision tokens averaged; and
+    those N tokens side by side (what the LLM reads with full tokens)."""
+    from PIL import Image
+
+    model, voco, pooled, tokens = pipe.model, [], [], []
+    for i in range(0, len(frames), batch):
+        images = []
+        for path in frames[i : i + batch]:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        pixels = pipe.pixels(images)
+        cache = model.compress(pixels)
+        voco.append(torch.cat([t.flatten(1) for pair in zip(cache.keys, cache.values) for t in pair], 1))
+        features = model.get_image_features(pixel_values=pixels)
+        features = features.pooler_output if hasattr(features, "pooler_output") else features
+        features = torch.stack(list(features)).reshape(len(images), -1, features[0].shape[-1])
+        pooled.append(features.mean(1))
+        tokens.append(features.flatten(1))
+    return {
+        "VoCo cache": torch.cat(voco).float(),
+        "pooled vision": torch.cat(pooled).float(),
+        "vision tokens": torch.cat(tokens).float(),
+    }
+
+
+def _standardize(x: torch.Tensor, train: int) -> torch.Tensor:
+    mean, std = x[:train].mean(0), x[:train].std(0) + 1e-6
+    return torch.cat([(x - mean) / std, torch.ones(len(x), 1)], 1)
+
+
+def probe_accuracy(x: torch.Tensor, y: torch.Tensor, multilabel: bool, train: int) -> tuple[float, float]:
+    """Held-out accuracy (%) of an L2-regularised logistic probe, and of the training labels' majority.
+    `y`: [n, classes] one-hot (multilabel=False) or 0/1 per label."""
+    x = _standardize(x, train)
+    w = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], max_iter=200)
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits if multilabel else None
+
+    def closure():
+        optimizer.zero_grad()
+        logits = x[:train] @ w
+        if multilabel:
+            loss = loss_fn(logits, y[:train])
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, y[:train].argmax(1))
+        loss = loss + 1e-3 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    logits = x[train:] @ w.detach()
+    if multilabel:
+        accuracy = ((logits > 0).float() == y[train:]).float().mean()
+        majority = ((y[:train].mean(0) > 0.5).float() == y[train:]).float().mean()
+    else:
+        accuracy = (logits.argmax(1) == y[train:].argmax(1)).float().mean()
+        majority = (y[train:].argmax(1) == y[:train].sum(0).argmax()).float().mean()
+    return 100 * float(accuracy), 100 * float(majority)
+
+
+def _ridge_predict(x: torch.Tensor, y: torch.Tensor, ridge: float, test: torch.Tensor) -> torch.Tensor:
+    """Ridge regression fitted on (x, y), predicting `test`; the dual form when there are more
+    dimensions than rows (the same solution, a smaller system)."""
+    if x.shape[1] <= x.shape[0]:
+        return test @ torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+    return test @ x.T @ torch.linalg.solve(x @ x.T + ridge * torch.eye(x.shape[0]), y)
+
+
+def _r2(y: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    return 1 - ((y - predicted) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+
+
+def probe_r2(x: torch.Tensor, y: torch.Tensor, train: int, ridges=(1.0, 10.0, 100.0, 1000.0)) -> list[float]:
+    """Held-out R^2 per output column of a ridge regression, its strength chosen on the last fifth of
+    the training rows (so few rows in many dimensions do not just overfit)."""
+    x = _standardize(x, train)
+    fit = train * 4 // 5
+    best = max(ridges, key=lambda r: float(_r2(y[fit:train], _ridge_predict(x[:fit], y[:fit], r, x[fit:train])).mean()))
+    return _r2(y[train:], _ridge_predict(x[:train], y[:train], best, x[train:])).tolist()
+
+
+def run_probe(model_dir: Path, world_root: Path, max_clips: int = 1000) -> dict:
+    """Probe the frames of the world's first `max_clips` training clips (FRAMES_PER_CLIP frames of each)."""
+    clips = json.loads((world_root / "clips.json").read_text())["clips"]
+    clips = [c for c in clips if c["split"] == "train"][:max_clips]
+    rows = [(c, f) for c in clips for f in sample_indices(len(c["objects"][0]["track"]), FRAMES_PER_CLIP)]
+    pipe = VoCoPipeline.from_pretrained(model_dir)
+    features = frame_features(pipe, [world_root / "videos" / c["id"] / f"{f:03d}.png" for c, f in rows])
+    targets = [_targets(c, f) for c, f in rows]
+    n, train = len(rows), len(rows) * 3 // 4
+    colors, shapes = torch.zeros(n, len(COLOR_NAMES)), torch.zeros(n, len(SHAPES))
+    counts = torch.zeros(n, max(t["count"] for t in targets) + 1)
+    for i, t in enumerate(targets):
+        colors[i, t["colors"]], shapes[i, t["shapes"]], counts[i, t["count"]] = 1, 1, 1
+    movers = [i for i, t in enumerate(targets) if t["mover"] is not None]
+    mover_xy = torch.tensor([targets[i]["mover"] for i in movers], dtype=torch.float)
+    result = {"frames": n, "held_out": n - train, "features": {}}
+    for name, x in features.items():
+        result["features"][name] = {
+            "dims": x.shape[1],
+            "colour presence": probe_accuracy(x, colors, True, train),
+            "shape presence": probe_accuracy(x, shapes, True, train),
+            "object count": probe_accuracy(x, counts, False, train),
+            "mover x, y (R^2)": probe_r2(x[movers], mover_xy, len(movers) * 3 // 4) if len(movers) >= 40 else None,
+        }
+    return result
