@@ -16,9 +16,10 @@ from voco_llama.core.cache import kv_bytes
 from voco_llama.core.modeling import VoCoLlavaConfig
 from voco_llama.core.presets import build_model, save_bundle
 from voco_llama.core.processing import question_prompt
+from voco_llama.demo.image import build_demo_tokenizer
 from voco_llama.demo.movingworld import QUESTION_TYPES, load_moving_world
 from voco_llama.demo.presets import PRESETS
-from voco_llama.demo.toyworld import build_world_tokenizer, ensure_world
+from voco_llama.demo.toyworld import ensure_world
 from voco_llama.demo.video import CONTEXT_WINDOW
 from voco_llama.eval.evaluate import read_questions
 from voco_llama.eval.scorers import score
@@ -41,7 +42,7 @@ IMAGE_MODELS = {
 def _image_demo_layout(out):
     smoke = PRESETS["smoke"].image
     world = ensure_world(out / "world", seed=0, **smoke.world)
-    tokenizer = build_world_tokenizer(world)
+    tokenizer = build_demo_tokenizer(world)
     for name, overrides in IMAGE_MODELS.items():
         save_bundle(out / "models" / name, *build_model("tiny", tokenizer=tokenizer, **{**smoke.model, **overrides}))
 

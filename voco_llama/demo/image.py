@@ -40,6 +40,7 @@ from ..core.presets import build_model, load_bundle, save_bundle
 from ..core.processing import load_image, process_images
 from ..eval.evaluate import run_eval
 from ..eval.scorers import DISPLAY_NAMES, score
+from .movingworld import moving_world_vocabulary
 from .presets import PRESETS, ImageDemo, get_preset
 from .report import MIXTURE, example, example_text, k_only_name, markdown, mixture_name, plots, read_row, tables
 from .toyworld import (
@@ -149,11 +150,19 @@ def _pretrain_tower(preset: ImageDemo, out: Path, world, model, image_processor,
     shutil.rmtree(out / "tower-run", ignore_errors=True)
 
 
+def build_demo_tokenizer(world):
+    """The demos' one tokenizer: the toy world's texts and the moving world's. The video demo continues
+    from the image demo's models, so its words (left, down, appear, disappear, ...) must be whole
+    tokens too; a tokenizer of the image world alone split them into letters the image stages never
+    trained, and the video models then could not even tell a direction question from a yes / no one."""
+    return build_world_tokenizer(world, extra_texts=moving_world_vocabulary())
+
+
 def prepare(preset: ImageDemo, out: Path, seed: int):
     """Stages 1 and 2a: the world (and its tokenizer) in out/world, the model with its pretrained tower
     in out/models/init. Returns (world, init directory)."""
     world = ensure_world(out / "world", seed=seed, **preset.world)
-    tokenizer = build_world_tokenizer(world) if not (world.tokenizer_dir / "tokenizer.json").is_file() else None
+    tokenizer = build_demo_tokenizer(world) if not (world.tokenizer_dir / "tokenizer.json").is_file() else None
     init = out / "models" / "init"
     if not (init / "config.json").is_file():
         from transformers import AutoTokenizer

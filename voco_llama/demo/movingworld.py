@@ -9,9 +9,11 @@ asked the question about it:
   the middle row or column and is at the same place (the centre cell, same jitter) in the middle frame
   whatever its direction; the other objects sit in the corner cells. So the middle frame, alone, says
   nothing about the answer; the first and last frames differ in the stated direction.
-- first_appeared: "Which appeared first, the red circle or the blue square?" -> one of the two names.
-  Both are absent at the start and present from the middle frame on; the right one is named first in
-  half of the questions.
+- first_appeared: "Did the red circle appear before the blue square?" -> yes / no. Both are absent at
+  the start and present from the middle frame on. (Format 1 asked "Which appeared first, A or B?";
+  the toy LLM never learned to copy a name out of the question -- it answered other objects' names,
+  0-20% where choosing either option gives 50% -- a text skill, not a visual one, so format 2 asks
+  it as yes / no.)
 - color_changes: "How many times did the square change color?" -> zero / one / two / three.
 - final_color: "What color was the square at the end?" -> a colour. It changes colour 1 to 3 times,
   the last time after the middle frame, so neither the first nor the middle frame shows the answer.
@@ -20,7 +22,7 @@ asked the question about it:
 Events are at least `num_frames // 4` frames apart, so each one stays visible in 8 uniformly sampled
 frames (`video.read_video`, the dataset's default). Answers are balanced by construction: within a
 split and question type the answers follow shuffled rounds of every possible answer (for
-first_appeared: of the right option's slot), so their counts differ by at most one and a model blind to
+first_appeared too), so their counts differ by at most one and a model blind to
 the frames is at chance. Everything is deterministic from the seed.
 
 Files written by `generate_moving_world(out_dir)` (LLaVA / Video-ChatGPT formats)
@@ -37,8 +39,9 @@ Files written by `generate_moving_world(out_dir)` (LLaVA / Video-ChatGPT formats
                                         video; GQA-style exact match (`bench gqa`)
     movingworld.json                    config and counts; written last, so it marks a complete world
 
-API: `generate_moving_world(out_dir, seed, num_train_clips, num_eval_clips, num_frames, image_size)
--> MovingWorld` (the paths); `moving_world_texts(world)` the texts a tokenizer must handle.
+API: `generate_moving_world(out_dir, seed, num_train_clips, num_eval_clips, num_frames, image_size,
+contrast_questions) -> MovingWorld` (the paths); `moving_world_texts(world)` the texts a tokenizer
+must handle; `moving_world_vocabulary()` such texts without a world (for the demos' one tokenizer).
 """
 
 from __future__ import annotations
@@ -69,15 +72,15 @@ from .toyworld import (
     training_text,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: first_appeared asked as yes / no
 QUESTION_TYPES = ("direction", "first_appeared", "color_changes", "final_color", "disappeared")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 CHANGE_WORDS = ("zero", "one", "two", "three")
 YES_NO = ("yes", "no")
-# The answers each type's balancing cycles through (first_appeared: the right option's slot).
+# The answers each type's balancing cycles through.
 ANSWER_CYCLES = {
     "direction": tuple(DIRECTIONS),
-    "first_appeared": (0, 1),
+    "first_appeared": YES_NO,
     "color_changes": CHANGE_WORDS,
     "final_color": COLOR_NAMES,
     "disappeared": YES_NO,
@@ -264,9 +267,9 @@ def _sample_clip(rng: random.Random, clip_id: str, split: str, kind: str, target
             t2 = rng.randint(t1 + gap, m)
             for t, start in ((first, t1), (second, t2)):
                 t.states = [None] * start + t.states[start:]
-            options = [first.name, second.name] if target == 0 else [second.name, first.name]
-            question, answer = f"Which appeared first, the {options[0]} or the {options[1]}?", first.name
-            contrast = f"Which appeared first, the {options[1]} or the {options[0]}?", first.name
+            named = (first.name, second.name) if target == "yes" else (second.name, first.name)
+            question, answer = f"Did the {named[0]} appear before the {named[1]}?", target
+            contrast = f"Did the {named[1]} appear before the {named[0]}?", YES_NO[1 - YES_NO.index(target)]
             caption = f"The {first.name} appears, then the {second.name} appears."
         elif kind in ("color_changes", "final_color"):
             if kind == "color_changes":
@@ -432,6 +435,16 @@ def load_moving_world(out_dir: str | Path | MovingWorld) -> MovingWorld:
     if not world.meta_json.is_file():
         raise FileNotFoundError(f"{world.root} holds no complete moving world (no movingworld.json)")
     return world
+
+
+def moving_world_vocabulary(seed: int = 0, num_clips: int = 500) -> Iterator[str]:
+    """Texts of the kind a moving world holds (training conversations with contrast questions, eval
+    prompts), from clips sampled but never drawn: what a tokenizer built before any moving world exists
+    (the image demo's, which the video demo continues with) needs to make each of its words one token."""
+    rng = random.Random(f"movingworld/{seed}/vocabulary")
+    for clip in _sample_clips(seed, "train", num_clips, 16, 64):
+        yield training_text(_train_record(clip, rng, contrast=True))
+        yield question_prompt(clip.question + SHORT_ANSWER)
 
 
 def moving_world_texts(world: str | Path | MovingWorld) -> Iterator[str]:

@@ -43,7 +43,14 @@ from ..eval.evaluate import answered_ids, read_questions, run_eval
 from ..eval.scorers import score
 from .curves import checkpoints
 from .image import run_demo, run_dir
-from .movingworld import ANSWER_CYCLES, BENCH, QUESTION_TYPES, generate_moving_world, load_moving_world
+from .movingworld import (
+    ANSWER_CYCLES,
+    BENCH,
+    QUESTION_TYPES,
+    generate_moving_world,
+    load_moving_world,
+    moving_world_config,
+)
 from .presets import VideoDemo, get_preset
 from .probe import run_probe
 from .stats import binomial_se
@@ -91,10 +98,8 @@ def _ensure_moving_world(preset: VideoDemo, root: Path, image_size: int):
         contrast_questions=preset.contrast_questions,
     )
     meta = root / "movingworld.json"
-    if meta.is_file():
-        config = json.loads(meta.read_text())["config"]
-        if all(config.get(k) == v for k, v in want.items()):
-            return load_moving_world(root)
+    if meta.is_file() and json.loads(meta.read_text())["config"] == moving_world_config(**want):
+        return load_moving_world(root)  # the same world, format version included
     print(f"voco demo --video: generating the moving world in {root}")
     return generate_moving_world(root, **want)
 

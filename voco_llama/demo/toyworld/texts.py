@@ -4,11 +4,12 @@ and the world tokenizer trained on them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ...core.conversation import get_template
@@ -40,15 +41,18 @@ def world_texts(world: str | Path | World) -> Iterator[str]:
                 yield question_prompt(json.loads(line)["text"])
 
 
-def build_world_tokenizer(out_dir: str | Path | World, vocab_size: int = DEFAULT_TOKENIZER_VOCAB):
-    """Train the project's byte-level BPE (`voco_llama.core.tokenizer.build_tokenizer`) on `world_texts`,
-    save it to `out_dir/tokenizer/` (replacing any previous one) and return it.
+def build_world_tokenizer(
+    out_dir: str | Path | World, vocab_size: int = DEFAULT_TOKENIZER_VOCAB, extra_texts: Iterable[str] = ()
+):
+    """Train the project's byte-level BPE (`voco_llama.core.tokenizer.build_tokenizer`) on `world_texts`
+    (and `extra_texts`: what models continuing from this tokenizer will also read), save it to
+    `out_dir/tokenizer/` (replacing any previous one) and return it.
 
     The world's text is so regular that BPE runs out of merges at about 660 entries, below the
     default cap of 1024, so every word of the world (as it occurs, e.g. after a space) is a single
     token; size an embedding with `len(tokenizer)`, not `vocab_size`."""
     world = load_world(out_dir)
-    tokenizer = build_tokenizer(world_texts(world), vocab_size=vocab_size)
+    tokenizer = build_tokenizer(itertools.chain(world_texts(world), extra_texts), vocab_size=vocab_size)
     tmp = Path(tempfile.mkdtemp(dir=world.root, prefix=".tokenizer."))
     os.chmod(tmp, 0o755)
     try:
