@@ -10,7 +10,8 @@ whether a frame's features hold each of these, before any question is asked:
 
 Targets (ground truth from clips.json): colour presence and shape presence (one binary label per
 colour / shape, accuracy over all labels), object count (classes, accuracy), and the mover's x and
-y in direction clips (ridge regression, R^2 on held-out frames). Each is printed beside the score of
+y in direction clips (R^2 on held-out frames). Every probe is a ridge regression (on 0/1 targets for
+the labels) with its strength chosen on held-out training rows. Each is printed beside the score of
 predicting without the features (the training labels' majority; R^2 0), so "carries nothing" reads as
 no gain over that floor.
 """
@@ -70,62 +71,60 @@ def frame_features(pipe: VoCoPipeline, frames: list[Path], batch: int = 64) -> d
 
 
 def _standardize(x: torch.Tensor, train: int) -> torch.Tensor:
-    mean, std = x[:train].mean(0), x[:train].std(0) + 1e-6
-    return torch.cat([(x - mean) / std, torch.ones(len(x), 1)], 1)
-
-
-def probe_accuracy(x: torch.Tensor, y: torch.Tensor, multilabel: bool, train: int) -> tuple[float, float]:
-    """Held-out accuracy (%) of an L2-regularised logistic probe, and of the training labels' majority.
-    `y`: [n, classes] one-hot (multilabel=False) or 0/1 per label."""
-    x = _standardize(x, train)
-    w = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)
-    optimizer = torch.optim.LBFGS([w], max_iter=200)
-    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits if multilabel else None
-
-    def closure():
-        optimizer.zero_grad()
-        logits = x[:train] @ w
-        if multilabel:
-            loss = loss_fn(logits, y[:train])
-        else:
-            loss = torch.nn.functional.cross_entropy(logits, y[:train].argmax(1))
-        loss = loss + 1e-3 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    logits = x[train:] @ w.detach()
-    if multilabel:
-        accuracy = ((logits > 0).float() == y[train:]).float().mean()
-        majority = ((y[:train].mean(0) > 0.5).float() == y[train:]).float().mean()
-    else:
-        accuracy = (logits.argmax(1) == y[train:].argmax(1)).float().mean()
-        majority = (y[train:].argmax(1) == y[:train].sum(0).argmax()).float().mean()
-    return 100 * float(accuracy), 100 * float(majority)
+    mean, std = x[:train].mean(0), x[:train].std(0)
+    std = torch.where(std > 1e-3 * std.mean(), std, torch.ones_like(std))  # constant on the training rows: leave
+    return (x - mean) / std
 
 
 def _ridge_predict(x: torch.Tensor, y: torch.Tensor, ridge: float, test: torch.Tensor) -> torch.Tensor:
-    """Ridge regression fitted on (x, y), predicting `test`; the dual form when there are more
-    dimensions than rows (the same solution, a smaller system)."""
+    """Ridge regression fitted on (x, y), predicting `test`; the intercept (y's mean) is not shrunk, and
+    the dual form is used when there are more dimensions than rows (the same solution, a smaller system)."""
+    y_mean, x_mean = y.mean(0), x.mean(0)
+    x, y, test = x - x_mean, y - y_mean, test - x_mean
     if x.shape[1] <= x.shape[0]:
-        return test @ torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
-    return test @ x.T @ torch.linalg.solve(x @ x.T + ridge * torch.eye(x.shape[0]), y)
+        return y_mean + test @ torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+    return y_mean + test @ x.T @ torch.linalg.solve(x @ x.T + ridge * torch.eye(x.shape[0]), y)
+
+
+RIDGES = tuple(10.0**e for e in range(-1, 6))
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor, train: int, quality) -> torch.Tensor:
+    """Held-out predictions of a ridge fit whose strength is the best `quality` on the last fifth of the
+    training rows (so a few thousand rows in thousands of dimensions do not just overfit)."""
+    x = _standardize(x, train)
+    fit = train * 4 // 5
+    best = max(RIDGES, key=lambda r: quality(y[fit:train], _ridge_predict(x[:fit], y[:fit], r, x[fit:train])))
+    return _ridge_predict(x[:train], y[:train], best, x[train:])
+
+
+def _labels_right(y: torch.Tensor, predicted: torch.Tensor, multilabel: bool) -> float:
+    if multilabel:
+        return float(((predicted > 0.5).float() == y).float().mean())
+    return float((predicted.argmax(1) == y.argmax(1)).float().mean())
+
+
+def probe_accuracy(x: torch.Tensor, y: torch.Tensor, multilabel: bool, train: int) -> tuple[float, float]:
+    """Held-out accuracy (%) of a linear probe (ridge on the 0/1 targets: per label > 0.5, or the argmax
+    class), and of predicting the training labels' majority. `y`: [n, classes] one-hot
+    (multilabel=False) or 0/1 per label (multilabel=True)."""
+    predicted = _fit(x, y, train, lambda truth, guess: _labels_right(truth, guess, multilabel))
+    majority = y[:train].mean(0, keepdim=True).expand_as(y[train:])
+    if not multilabel:
+        majority = torch.nn.functional.one_hot(y[:train].sum(0).argmax(), y.shape[1]).float().expand_as(y[train:])
+    return 100 * _labels_right(y[train:], predicted, multilabel), 100 * _labels_right(y[train:], majority, multilabel)
 
 
 def _r2(y: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
     return 1 - ((y - predicted) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
 
 
-def probe_r2(x: torch.Tensor, y: torch.Tensor, train: int, ridges=(1.0, 10.0, 100.0, 1000.0)) -> list[float]:
-    """Held-out R^2 per output column of a ridge regression, its strength chosen on the last fifth of
-    the training rows (so few rows in many dimensions do not just overfit)."""
-    x = _standardize(x, train)
-    fit = train * 4 // 5
-    best = max(ridges, key=lambda r: float(_r2(y[fit:train], _ridge_predict(x[:fit], y[:fit], r, x[fit:train])).mean()))
-    return _r2(y[train:], _ridge_predict(x[:train], y[:train], best, x[train:])).tolist()
+def probe_r2(x: torch.Tensor, y: torch.Tensor, train: int) -> list[float]:
+    """Held-out R^2 per output column of a ridge regression."""
+    return _r2(y[train:], _fit(x, y, train, lambda truth, guess: float(_r2(truth, guess).mean()))).tolist()
 
 
-def run_probe(model_dir: Path, world_root: Path, max_clips: int = 1000) -> dict:
+def run_probe(model_dir: Path, world_root: Path, max_clips: int = 500) -> dict:
     """Probe the frames of the world's first `max_clips` training clips (FRAMES_PER_CLIP frames of each)."""
     clips = json.loads((world_root / "clips.json").read_text())["clips"]
     clips = [c for c in clips if c["split"] == "train"][:max_clips]
