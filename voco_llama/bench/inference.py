@@ -60,6 +60,7 @@ from transformers import DynamicCache, LlamaConfig
 
 from ..core.attention import CONTEXT, VISION, TokenLabels, layout_positions
 from ..core.cache import kv_bytes
+from ..core.files import pyplot, write_png
 from ..core.presets import build_model, llava15_geometry, load_bundle
 from ..core.processing import encode_prompts, question_prompt
 
@@ -638,10 +639,7 @@ def render_markdown(result: dict) -> str:
 
 
 def plot(result: dict, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     ks = [r["k"] for r in result["sweep_k"]]
@@ -657,9 +655,7 @@ def plot(result: dict, out: Path) -> list[Path]:
     for ax in (left, right):
         ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out / "bench_k.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(write_png(out / "bench_k.png", fig, dpi=100))
 
     frames = result["sweep_frames"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -677,9 +673,7 @@ def plot(result: dict, out: Path) -> list[Path]:
     for ax in (left, right):
         ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out / "bench_frames.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(write_png(out / "bench_frames.png", fig, dpi=100))
     return paths
 
 

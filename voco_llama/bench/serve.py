@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw
 
 from ..core.attention import layout_positions
 from ..core.errors import InputError, positive_int
+from ..core.files import pyplot, write_png
 from ..core.pipeline import Answer, VoCoPipeline
 from ..core.presets import build_model, llava15_geometry
 from ..core.processing import encode_prompts
@@ -432,10 +433,7 @@ def render_markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for color, mode in zip(("C0", "C1", "C2"), result["settings"]["modes"]):
@@ -450,9 +448,7 @@ def plot(result: dict, path: Path) -> Path:
         ax.set_xticks(result["settings"]["clients"], [str(c) for c in result["settings"]["clients"]])
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return write_png(path, fig, dpi=100)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------

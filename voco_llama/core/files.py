@@ -5,6 +5,7 @@ functions say so before any work is done, and refuse to write over a folder that
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -76,3 +77,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display is needed or used)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_png(path: str | Path, fig, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically (`write_atomic`) and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    pyplot().close(fig)
+    write_atomic(path, buffer.getvalue())
+    return Path(path)

@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from ..core.files import write_atomic, write_json_atomic, write_jsonl_atomic
+from ..core.files import pyplot, write_atomic, write_json_atomic, write_jsonl_atomic, write_png
 from ..core.pipeline import VoCoPipeline
 from ..eval.evaluate import run_eval
 from ..eval.scorers import DISPLAY_NAMES, score
@@ -87,10 +87,7 @@ def _score_point(preset, model_dir: Path, mode: str, files: dict, world, answers
 
 
 def _plot(path: Path, curves: dict, base_steps: int, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     colors = {"Base": "#888", "Upper bound": "#222", "Lower bound": "#3a6", "VoCo K=1": "#c33"}
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
@@ -107,10 +104,7 @@ def _plot(path: Path, curves: dict, base_steps: int, title: str) -> None:
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    write_png(path, fig, dpi=110)
 
 
 def run_curves(args) -> int:

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from ..core.cache import kv_bytes
+from ..core.files import pyplot, write_png
 from ..core.pipeline import VoCoPipeline
 from ..eval.scorers import DISPLAY_NAMES
 from .stats import retention_se, standard_error
@@ -316,10 +317,7 @@ def _difference(entry: dict) -> str:
 
 
 def plots(out: Path, result: dict, vision_tokens: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table1, table2 = result["table1"], result["table2"]
     learned = ", ".join(DISPLAY_NAMES.get(b, b) for b in result["learned"]) or "none"
@@ -335,8 +333,7 @@ def plots(out: Path, result: dict, vision_tokens: int) -> None:
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
     fig.tight_layout()
-    fig.savefig(out / "table1_methods.png", dpi=120)
-    plt.close(fig)
+    write_png(out / "table1_methods.png", fig, dpi=120)
 
     ks = sorted(table2)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -373,8 +370,7 @@ def plots(out: Path, result: dict, vision_tokens: int) -> None:
     ax.set_ylabel("mean retention (%)")
     ax.set_title(f"{vision_tokens} vision tokens -> K VoCo tokens (Table 2)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "table2_retention_vs_k.png", dpi=120)
-    plt.close(fig)
+    write_png(out / "table2_retention_vs_k.png", fig, dpi=120)
 
 
 def _normal(text: str) -> str:

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from ..core.cache import kv_bytes
-from ..core.files import write_atomic, write_json_atomic
+from ..core.files import pyplot, write_atomic, write_json_atomic, write_png
 from ..core.pipeline import VoCoPipeline
 from ..eval.evaluate import answered_ids, read_questions, run_eval
 from ..eval.scorers import score
@@ -301,10 +301,7 @@ def _scaling(preset: VideoDemo, voco_dir: Path, full_dir: Path, world) -> tuple[
 
 
 def _plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     frames = [r["frames"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -326,18 +323,12 @@ def _plot(path: Path, rows: list[dict]) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    write_png(path, fig, dpi=110)
 
 
 def _plot_curve(path: Path, curve: dict, text_only: dict) -> None:
     """VoCo K=1's accuracy (± 1 SE) per question type against fine-tune steps; chance and text only."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = list(curve)
     fig, axes = plt.subplots(1, len(QUESTION_TYPES) + 1, figsize=(17, 3.4), sharey=True)
@@ -355,18 +346,12 @@ def _plot_curve(path: Path, curve: dict, text_only: dict) -> None:
     axes[0].set_ylabel("VoCo K=1 accuracy (%)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    write_png(path, fig, dpi=100)
 
 
 def _plot_frames(path: Path, by_frames: dict, text_only: dict) -> None:
     """VoCo K=1's accuracy (± 1 SE) against the frames sampled per clip, text only as the floor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     frames = list(by_frames)
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -387,10 +372,7 @@ def _plot_frames(path: Path, by_frames: dict, text_only: dict) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    write_png(path, fig, dpi=110)
 
 
 # ----------------------------------------------------------------------------------------------
