@@ -11,15 +11,19 @@ without --video redoes those):
                image world's records (so single-frame skills are kept), same data, steps and learning rate for
                every row, each continuing from its image-demo model with that model's own settings:
                VoCo K=1 (voco-k1), VoCo K=2 (voco-k2), Avg-pool (avg-pool) with F frames per clip,
-               and the full-token model (base) given the middle frame only;
+               and the full-token model (base) given the middle frame only; two runs at a time, one
+               thread each; VoCo K=1 keeps a checkpoint every `curve_every` steps;
   3. eval      `voco eval` on eval/moving: VoCo rows answer from per-frame caches, Avg-pool and the
                middle frame with one causal pass over their tokens, Text only is the VoCo K=1 video
                model given no frames; scored with the GQA exact-match scorer, overall and per
-               question type;
+               question type, each with its binomial standard error; then VoCo K=1's checkpoints
+               (its per-type learning curve) and VoCo K=1 on `accuracy_frames` frames per clip;
+               and linear probes of what one frame's cache carries (probe.py);
   4. scaling   for 8..256 frames: positions used, frame K/V bytes and time to first token, VoCo K=1
                (compact layout, answering from the per-frame cache) vs full-token frames (base
                video model, one causal prefill over every frame's tokens);
-  5. report    DIR/video/report.md + report.json, scaling.png; the two tables are printed.
+  5. report    DIR/video/report.md + report.json, scaling.png, curve.png, frames.png; the tables are
+               printed, with the goals checked.
 
 Why the middle frame, and why a folder of its own: the moving world puts its mover at the same
 place in the middle frame whatever its direction, so one frame cannot answer; `read_video(clip, 1)`
