@@ -605,7 +605,6 @@ def run_video_demo(args) -> int:
     # VoCo K=1 answering from more or fewer frames than it was trained on (the same answers at its own F)
     by_frames = {}
     for f in preset.accuracy_frames:
-        slug = "voco-k1" if f == preset.num_frames else f"voco-k1-{f}-frames"
         if f == preset.num_frames:
             by_frames[f] = accuracy["VoCo K=1"]
             continue
@@ -616,7 +615,7 @@ def run_video_demo(args) -> int:
             world.questions,
             world.answer_key,
             world.videos_dir,
-            video / "answers" / slug / f"{BENCH}.jsonl",
+            video / "answers" / f"voco-k1-{f}-frames" / f"{BENCH}.jsonl",
             "voco",
             f,
         )
