@@ -44,7 +44,7 @@ VERBS = {
     "bench": ("bench.inference", "Table 7: no cache vs full caching vs VoCo caching, measured"),
     "bench-train": ("bench.train", "step time and peak memory of a training step: VoCo rule vs causal"),
     "bench-serve": ("bench.serve", "serving throughput and latency: VoCo cache vs full-token K/V vs no cache"),
-    "demo": ("demo.image", "the project's main job: the paper's Tables 1 and 2 at toy scale"),
+    "demo": ("demo.command", "the project's main job: the paper's Tables 1 and 2 at toy scale"),
 }
 
 

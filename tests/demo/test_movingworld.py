@@ -212,7 +212,7 @@ def test_contrast_questions_are_answered_by_the_tracks_and_change_nothing_else(w
 def test_the_demo_tokenizer_keeps_every_moving_world_word_whole(world, tmp_path):
     """The image demo's tokenizer (which the video demo continues with) is built before any moving world
     exists; `moving_world_vocabulary` must still make each word of a moving world one token."""
-    from voco_llama.demo.image import build_demo_tokenizer
+    from voco_llama.demo.stages import build_demo_tokenizer
     from voco_llama.demo.toyworld import ensure_world
 
     image_world = ensure_world(tmp_path / "w", seed=0, num_train_images=20, num_eval_images=8, image_size=32)

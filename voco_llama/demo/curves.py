@@ -12,7 +12,6 @@ and curves.md. The world and the pretrained tower are the demo's own (DIR/world,
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -20,18 +19,18 @@ from ..core.files import pyplot, write_atomic, write_json_atomic, write_jsonl_at
 from ..core.pipeline import VoCoPipeline
 from ..eval.evaluate import run_eval
 from ..eval.scorers import DISPLAY_NAMES, score
-from .image import METHODS, base_job, finetune_job, open_run, prepare
 from .presets import get_preset
+from .stages import BASE, METHODS, base_job, checkpoints, finetune_job, folder, open_run, prepare
 from .stats import standard_error
 from .toyworld import BENCHES
 from .training import train_stage, train_stages
 
-# curve name -> (training run, eval mode)
+# curve name -> (the model trained for it, eval mode)
 CURVES = {
-    "Base": ("base", "full"),
-    "Upper bound": ("upper-bound", "full"),
-    "Lower bound": ("upper-bound", "voco"),
-    "VoCo K=1": ("voco-k1", "voco"),
+    "Base": (BASE, "full"),
+    "Upper bound": ("Upper bound", "full"),
+    "Lower bound": ("Upper bound", "voco"),
+    "VoCo K=1": ("VoCo K=1", "voco"),
 }
 
 
@@ -48,14 +47,6 @@ def write_slice(world, root: Path, images: int) -> dict[str, tuple[Path, Path]]:
         write_jsonl_atomic(files[bench][0], questions)
         write_jsonl_atomic(files[bench][1], key)
     return files
-
-
-def checkpoints(run: Path) -> dict[int, Path]:
-    """step -> weights, the final model included."""
-    found = {int(p.name.split("-")[1]): p for p in run.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)}
-    state = json.loads((run / "trainer_state.json").read_text())
-    found[state["global_step"]] = run
-    return dict(sorted(found.items()))
 
 
 def _score_point(preset, model_dir: Path, mode: str, files: dict, world, answers: Path) -> dict:
@@ -117,17 +108,17 @@ def run_curves(args) -> int:
     world, init = prepare(preset, out, seed)
     files = write_slice(world, root / "slice", preset.curve_images)
     models = root / "models"
-    base = train_stage(**base_job(preset, world, init, models / "base", seed, save_steps=preset.curve_every))
+    base = train_stage(**base_job(preset, world, init, models / folder(BASE), seed, save_steps=preset.curve_every))
     train_stages(
         [
-            finetune_job(preset, world, base, models / run, METHODS[name][0], seed, save_steps=preset.curve_every)
-            for name, run in (("Upper bound", "upper-bound"), ("VoCo K=1", "voco-k1"))
+            finetune_job(preset, world, base, models / folder(n), METHODS[n][0], seed, save_steps=preset.curve_every)
+            for n in ("Upper bound", "VoCo K=1")
         ]
     )
     curves = {}
-    for name, (run, mode) in CURVES.items():
-        points = checkpoints(models / run)
-        if run != "base":
+    for name, (trained, mode) in CURVES.items():
+        points = checkpoints(models / folder(trained))
+        if trained != BASE:
             points = {0: base, **points}
         curves[name] = {
             str(step): _score_point(preset, path, mode, files, world, root / "answers" / name / str(step))

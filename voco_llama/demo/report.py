@@ -191,7 +191,7 @@ def _cell(value: float | None, se: float | None) -> str:
 
 def markdown(name: str, seed: int, result: dict, info: str, vision_tokens: int) -> str:
     learned = result["learned"]
-    names = lambda bs: ", ".join(DISPLAY_NAMES.get(b, b) for b in bs) or "none"  # noqa: E731
+    names = lambda bs: ", ".join(DISPLAY_NAMES.get(b, b) for b in bs) or "none"
     unlearned = [b for b in BENCHES if b not in learned]
     heads = " | ".join(DISPLAY_NAMES.get(b, b) for b in BENCHES)
     lines = [
@@ -258,7 +258,7 @@ def markdown(name: str, seed: int, result: dict, info: str, vision_tokens: int) 
         ]
     lines += ["", "## Goals", ""]
     g = result["goals"]
-    mark = lambda ok: "MET" if ok else "NOT MET"  # noqa: E731
+    mark = lambda ok: "MET" if ok else "NOT MET"
     gaps = ", ".join(
         f"{DISPLAY_NAMES.get(b, b)} {g['all_learned']['gaps'][b]:+.1f} (needs {g['all_learned']['needed'][b]:.0f})"
         for b in BENCHES

@@ -33,53 +33,42 @@ would give frame 0 (LLaVA-style linspace), hence the one-frame folders holding f
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.cache import kv_bytes
-from ..core.files import pyplot, write_atomic, write_json_atomic, write_png
+from ..core.files import write_atomic, write_json_atomic
 from ..core.pipeline import VoCoPipeline
 from ..eval.evaluate import answered_ids, read_questions, run_eval
 from ..eval.scorers import score
-from .curves import checkpoints
-from .image import run_demo, run_dir
+from .image import run_demo
 from .movingworld import (
-    ANSWER_CYCLES,
     BENCH,
-    QUESTION_TYPES,
     generate_moving_world,
     load_moving_world,
     moving_world_config,
 )
 from .presets import VideoDemo, get_preset
 from .probe import run_probe
+from .stages import BASE, checkpoints, folder, run_dir
 from .stats import binomial_se
 from .toyworld import load_world
 from .training import train_stages
-
-CONTEXT_WINDOW = 2048  # the goal: 256 frames at K=1 must fit a context of this many positions
-PROBE_TARGETS = ("colour presence", "shape presence", "object count")
-# accuracy points VoCo K=1 per frame must lead each baseline by (overall, on the temporal questions)
-MARGINS = {"Middle frame (full tokens)": 15.0, "Text only": 15.0, "Avg-pool per frame": 5.0}
-
+from .video_report import CONTEXT_WINDOW, goals, markdown, plot_curve, plot_frames, plot_scaling
 
 # Accuracy rows: name -> (image-demo model it continues from, trained/answered on the middle frame
 # only, eval mode). Text only has no model of its own: it is the VoCo K=1 video model, no frames.
 ROWS = {
-    "VoCo K=1": ("voco-k1", False, "voco"),
-    "VoCo K=2": ("voco-k2", False, "voco"),
-    "Avg-pool per frame": ("avg-pool", False, "full"),
-    "Middle frame (full tokens)": ("base", True, "full"),
+    "VoCo K=1": ("VoCo K=1", False, "voco"),
+    "VoCo K=2": ("VoCo K=2", False, "voco"),
+    "Avg-pool per frame": ("Avg-pool", False, "full"),
+    "Middle frame (full tokens)": (BASE, True, "full"),
 }
 TEXT_ONLY = "Text only"
-
-
-def _slug(name: str) -> str:
-    return name.lower().split(" (")[0].replace(" ", "-").replace("=", "")
 
 
 def _model_config(model_dir: Path) -> dict:
@@ -304,340 +293,164 @@ def _scaling(preset: VideoDemo, voco_dir: Path, full_dir: Path, world) -> tuple[
     return rows, compress_per_frame
 
 
-def _plot(path: Path, rows: list[dict]) -> None:
-    plt = pyplot()
-
-    frames = [r["frames"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = [
-        ("positions used", "voco_positions", "full_positions"),
-        ("frame K/V cache (bytes)", "voco_bytes", "full_bytes"),
-        ("time to first token (s)", "voco_ttft_s", "full_ttft_s"),
-    ]
-    for ax, (label, voco_key, full_key) in zip(axes, panels):
-        ax.plot(frames, [r[voco_key] for r in rows], marker="o", label="VoCo K=1 per frame")
-        measured = [(r["frames"], r[full_key]) for r in rows if r[full_key] is not None]
-        ax.plot(*zip(*measured), marker="s", label="full-token frames")
-        if voco_key == "voco_positions":
-            ax.axhline(CONTEXT_WINDOW, color="#c33", linestyle="--", label=f"{CONTEXT_WINDOW}-token context")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("frames")
-        ax.set_title(label)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    write_png(path, fig, dpi=110)
-
-
-def _plot_curve(path: Path, curve: dict, text_only: dict) -> None:
-    """VoCo K=1's accuracy (± 1 SE) per question type against fine-tune steps; chance and text only."""
-    plt = pyplot()
-
-    steps = list(curve)
-    fig, axes = plt.subplots(1, len(QUESTION_TYPES) + 1, figsize=(17, 3.4), sharey=True)
-    panels = [("overall", None), *((t, t) for t in QUESTION_TYPES)]
-    for ax, (title, kind) in zip(axes, panels):
-        value = (lambda r: r["accuracy"]) if kind is None else (lambda r, kind=kind: r["categories"][kind])
-        error = (lambda r: r["se"]) if kind is None else (lambda r, kind=kind: r["category_se"][kind])
-        ax.errorbar(steps, [value(r) for r in curve.values()], yerr=[error(r) for r in curve.values()], marker="o")
-        ax.axhline(value(text_only), color="#888", linestyle="--", label="text only")
-        if kind is not None:
-            ax.axhline(100 / len(ANSWER_CYCLES[kind]), color="#c33", linestyle=":", label="chance")
-        ax.set_title(title)
-        ax.set_xlabel("fine-tune step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("VoCo K=1 accuracy (%)")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    write_png(path, fig, dpi=100)
-
-
-def _plot_frames(path: Path, by_frames: dict, text_only: dict) -> None:
-    """VoCo K=1's accuracy (± 1 SE) against the frames sampled per clip, text only as the floor."""
-    plt = pyplot()
-
-    frames = list(by_frames)
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.errorbar(
-        frames,
-        [r["accuracy"] for r in by_frames.values()],
-        yerr=[r["se"] for r in by_frames.values()],
-        marker="o",
-        capsize=3,
-        label="VoCo K=1 per frame",
-    )
-    ax.axhline(text_only["accuracy"], color="#888", linestyle="--", label="text only")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(frames, [str(f) for f in frames])
-    ax.set_xlabel("frames sampled per clip")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("moving world, toy scale")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_png(path, fig, dpi=110)
-
-
 # ----------------------------------------------------------------------------------------------
-# 5. report
+# The stages, in order
 # ----------------------------------------------------------------------------------------------
 
 
-def _goals(accuracy: dict, scaling: list[dict], by_frames: dict) -> dict:
-    """The video goals, judged on VoCo K=1 (the setting that fits 256 frames): its overall accuracy
-    ahead of each baseline by that baseline's margin (MARGINS), K=2 not below K=1 beyond noise (two
-    standard errors of their difference), 256 frames at K=1 inside a 2048-position context."""
-    k1, k2 = accuracy["VoCo K=1"], accuracy["VoCo K=2"]
-    margins = {b: k1["accuracy"] - accuracy[b]["accuracy"] for b in MARGINS}
-    k2_noise = 2 * math.hypot(k1["se"], k2["se"])
-    at_256 = [r for r in scaling if r["frames"] == 256]
-    return {
-        "voco_beats_baselines": all(margins[b] >= need for b, need in MARGINS.items()),
-        "margins_points": margins,
-        "required_margins_points": MARGINS,
-        "k2_minus_k1_points": k2["accuracy"] - k1["accuracy"],
-        "k2_noise_points": k2_noise,
-        "k2_at_least_k1": k2["accuracy"] - k1["accuracy"] >= -k2_noise,
-        "k1_256_frames_fit_2048": bool(at_256) and at_256[0]["voco_fits_context"],
-        "k1_accuracy_by_frames_sampled": {f: r["accuracy"] for f, r in by_frames.items()},
-    }
+@dataclass(frozen=True)
+class _Run:
+    """One video demo run: its preset, folders and worlds."""
 
+    preset: VideoDemo
+    out: Path  # the image demo's run folder
+    video: Path  # out/video: everything this demo writes
+    world: object  # the moving world
+    middle: Path  # per clip a folder holding only its middle frame
+    image_world: object
 
-def _markdown(
-    preset: VideoDemo,
-    preset_name: str,
-    accuracy: dict,
-    scaling: list[dict],
-    goals: dict,
-    seconds: float,
-    models: dict,
-    steps_info: str,
-    compress_per_frame: float,
-    by_frames: dict,
-    curve: dict,
-    probe: dict,
-) -> str:
-    types = list(QUESTION_TYPES)
-    lines = [
-        "# VoCo-LLaMA per video frame at toy scale",
-        "",
-        f"Preset `{preset_name}`, {seconds / 60:.1f} min wall time for this run (stages reused when present). "
-        f"{steps_info}",
-        "",
-        "## Accuracy on the moving world (exact match, %)",
-        "",
-        "| method | model | overall | " + " | ".join(types) + " |",
-        "|---" * (len(types) + 3) + "|",
-    ]
-    for name, row in accuracy.items():
-        cells = [f"{row['categories'][t]:.1f} ± {row['category_se'][t]:.1f}" for t in types]
-        lines.append(
-            f"| {name} | {models[name]} | {row['accuracy']:.1f} ± {row['se']:.1f} | " + " | ".join(cells) + " |"
+    def answer(self, model_dir: Path, answers: str, mode: str, frames: int, middle_only: bool = False) -> dict:
+        """`_evaluate` of one model on the moving world's eval clips, into video/answers/ANSWERS."""
+        return _evaluate(
+            self.preset,
+            model_dir,
+            self.world.questions,
+            self.world.answer_key,
+            self.middle if middle_only else self.world.videos_dir,
+            self.video / "answers" / answers / f"{BENCH}.jsonl",
+            mode,
+            frames,
         )
-    n_per_type = accuracy["VoCo K=1"]["n"] // len(types)
-    lines += [
-        "",
-        "Every question type needs more than one frame (movingworld.py); chance is 25-50% by type. ± is one "
-        f"binomial standard error ({accuracy['VoCo K=1']['n']} questions, about {n_per_type} per type).",
-        "",
-        "## Scaling with the number of frames",
-        "",
-        "Positions: the prompt's positions (text + frames). Bytes: the frames' K/V over every layer "
-        "(VoCo: the per-frame cache's `.nbytes`; full tokens: `kv_bytes` of F x N tokens). TTFT: answering one "
-        "question (one new token) from the already built VoCo cache vs one causal prefill over every "
-        "frame's N tokens from pixels; '-' = not measured (the previous size took longer than "
-        f"{preset.full_ttft_budget:g} s, or the prompt is longer than the model's context). "
-        f"Building the VoCo cache costs {compress_per_frame * 1e3:.1f} ms per "
-        "frame, once per video however many questions follow (not in TTFT).",
-        "",
-        "| frames | text | VoCo K=1 positions | full positions | VoCo bytes | full bytes | VoCo TTFT (ms) | "
-        "full TTFT (ms) | K=1 fits 2048 |",
-        "|---" * 9 + "|",
-    ]
-    for r in scaling:
-        full_ttft = "-" if r["full_ttft_s"] is None else f"{r['full_ttft_s'] * 1e3:.1f}"
-        lines.append(
-            f"| {r['frames']} | {r['text_tokens']} | {r['voco_positions']} | {r['full_positions']} | "
-            f"{r['voco_bytes']:,} | {r['full_bytes']:,} | {r['voco_ttft_s'] * 1e3:.1f} | {full_ttft} | "
-            f"{'yes' if r['voco_fits_context'] else 'no'} |"
-        )
-    margins = ", ".join(f"{m:+.1f} vs {name} (needs +{MARGINS[name]:g})" for name, m in goals["margins_points"].items())
-    sweep = ", ".join(f"{f} frames {r['accuracy']:.1f} ± {r['se']:.1f}" for f, r in by_frames.items())
-    lines += [
-        "",
-        "## What one frame's cache carries",
-        "",
-        f"Linear probes fitted on {probe['frames'] - probe['held_out']} training-clip frames, scored on "
-        f"{probe['held_out']} others, of the VoCo K=1 video model (`demo/probe.py`): held-out accuracy (%) "
-        "for colour and shape presence (per label) and object count; R^2 for the mover's x and y.",
-        "",
-        "| features | dims | colour presence | shape presence | object count | mover x (R^2) | mover y (R^2) |",
-        "|---" * 7 + "|",
-        "| none (training labels' majority) | 0 | "
-        + " | ".join(f"{probe['features']['VoCo cache'][t][1]:.1f}" for t in PROBE_TARGETS)
-        + " | 0 | 0 |",
-        *(
-            f"| {name} | {row['dims']} | "
-            + " | ".join(f"{row[t][0]:.1f}" for t in PROBE_TARGETS)
-            + " | "
-            + (" | ".join(f"{v:.2f}" for v in row["mover x, y (R^2)"]) if row["mover x, y (R^2)"] else "- | -")
-            + " |"
-            for name, row in probe["features"].items()
-        ),
-        "",
-        "## VoCo K=1's learning curve per question type",
-        "",
-        "| fine-tune step | overall | " + " | ".join(types) + " |",
-        "|---" * (len(types) + 2) + "|",
-        *(
-            f"| {step} | {r['accuracy']:.1f} ± {r['se']:.1f} | "
-            + " | ".join(f"{r['categories'][t]:.1f} ± {r['category_se'][t]:.1f}" for t in types)
-            + " |"
-            for step, r in curve.items()
-        ),
-        "",
-        "![curve](curve.png)",
-        "",
-        "## VoCo K=1 by frames sampled per clip",
-        "",
-        f"The VoCo K=1 video model (trained on {preset.num_frames} frames per clip) answering from {sweep} "
-        "per-frame caches (overall accuracy, %).",
-        "",
-        "![frames](frames.png)",
-        "",
-        "## Goals",
-        "",
-        f"- VoCo K=1 per frame beats one full frame and text only by 15 points and avg-pool per frame by 5: "
-        f"{'MET' if goals['voco_beats_baselines'] else 'NOT MET'} ({margins}).",
-        f"- VoCo K=2 at least K=1 within noise: {'MET' if goals['k2_at_least_k1'] else 'NOT MET'} "
-        f"(K=2 - K=1 = {goals['k2_minus_k1_points']:+.1f} points; noise = 2 SE of the difference = "
-        f"{goals['k2_noise_points']:.1f}).",
-        f"- 256 frames at K=1 fit a {CONTEXT_WINDOW}-token context: "
-        f"{'MET' if goals['k1_256_frames_fit_2048'] else 'NOT MET'}.",
-        "",
-        "![scaling](scaling.png)",
-        "",
-    ]
-    return "\n".join(lines)
 
 
-def run_video_demo(args) -> int:
-    demo_preset = get_preset(args.preset)
-    preset = demo_preset.video
+def _open(args, preset: VideoDemo) -> _Run:
+    """Stage 1: the image demo (run first when missing), the moving world, its middle frames."""
     out = run_dir(args)
     video = out / "video"
-    if not (out / "models" / "voco-k1" / "config.json").is_file():
+    if not (out / "models" / folder("VoCo K=1") / "config.json").is_file():
         print(f"voco demo --video: no image demo in {out}; running `voco demo --preset {args.preset}` first")
         run_demo(args)
     if getattr(args, "fresh", False) and video.exists():
         shutil.rmtree(video)
     video.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-
-    # 1. world: frames as large as the image models' input
-    image_models = out / "models"
-    image_size = _model_config(image_models / "voco-k1")["vision_config"]["image_size"]
-    world = _ensure_moving_world(preset, video / "world", image_size)
+    # frames as large as the image models' input
+    world = _ensure_moving_world(preset, video / "world", _image_size(out))
     middle = _middle_frames(world, video / "middle")
-    image_world = load_world(out / "world")
-    data = _mixed_train_json(preset, video / "train_mixed.json", world, image_world)
+    return _Run(preset, out, video, world, middle, load_world(out / "world"))
 
-    # 2. fine-tune every row's model on the same records and steps, two runs at a time (one thread each)
+
+def _image_size(out: Path) -> int:
+    return _model_config(out / "models" / folder("VoCo K=1"))["vision_config"]["image_size"]
+
+
+def _train_rows(run: _Run) -> tuple[dict[str, Path], dict[str, str], float]:
+    """Stage 2: every row's model fine-tuned on the same records and steps, two runs at a time (one
+    thread each). Returns (row -> model folder, row -> the image-demo model it started from, seconds)."""
+    preset, image_models = run.preset, run.out / "models"
+    data = _mixed_train_json(preset, run.video / "train_mixed.json", run.world, run.image_world)
     models, started_from, jobs = {}, {}, []
     for name, (source, middle_only, _) in ROWS.items():
-        if source == "base" and not (image_models / "base" / "config.json").is_file():
-            source = "upper-bound"  # the full-token model the image demo kept
-        started_from[name] = f"models/{source}"
-        models[name] = video / "models" / _slug(name)
+        if source == BASE and not (image_models / folder(BASE) / "config.json").is_file():
+            source = "Upper bound"  # the full-token model the image demo kept
+        started_from[name] = f"models/{folder(source)}"
+        models[name] = run.video / "models" / folder(name)
         jobs.append(
             _finetune_job(
                 preset,
-                image_models / source,
+                image_models / folder(source),
                 models[name],
                 data,
-                image_world.images_dir,
-                middle if middle_only else world.videos_dir,
+                run.image_world.images_dir,
+                run.middle if middle_only else run.world.videos_dir,
                 1 if middle_only else preset.num_frames,
                 save_steps=preset.curve_every if name == "VoCo K=1" else None,
             )
         )
     before = time.perf_counter()
     train_stages(jobs)
-    train_seconds = round(time.perf_counter() - before, 1)
     models[TEXT_ONLY] = models["VoCo K=1"]
+    return models, started_from, round(time.perf_counter() - before, 1)
 
-    # 3. eval
+
+def _accuracies(run: _Run, models: dict[str, Path]) -> dict[str, dict]:
+    """Stage 3: every row on the eval clips (Text only: the VoCo K=1 model given no frames)."""
     accuracy = {}
     for name, (_, middle_only, mode) in [*ROWS.items(), (TEXT_ONLY, (None, False, "none"))]:
         print(f"voco demo --video: evaluating {name} ({mode})")
-        accuracy[name] = _evaluate(
-            preset,
-            models[name],
-            world.questions,
-            world.answer_key,
-            middle if middle_only else world.videos_dir,
-            video / "answers" / _slug(name) / f"{BENCH}.jsonl",
-            mode,
-            1 if middle_only else preset.num_frames,
-        )
+        frames = 1 if middle_only else run.preset.num_frames
+        accuracy[name] = run.answer(models[name], folder(name), mode, frames, middle_only)
+    return accuracy
 
-    # what one frame's cache carries (linear probes), measured once per model
-    probe_json = video / "probe.json"
-    if not probe_json.is_file() or json.loads(probe_json.read_text()).get("model") != str(models["VoCo K=1"]):
+
+def _probe(run: _Run, model: Path) -> dict:
+    """What one frame's cache carries (linear probes), measured once per model."""
+    probe_json = run.video / "probe.json"
+    if not probe_json.is_file() or json.loads(probe_json.read_text()).get("model") != str(model):
         print("voco demo --video: probing what a frame's cache carries")
-        write_json_atomic(probe_json, {"model": str(models["VoCo K=1"]), **run_probe(models["VoCo K=1"], world.root)})
-    probe = json.loads(probe_json.read_text())
+        write_json_atomic(probe_json, {"model": str(model), **run_probe(model, run.world.root)})
+    return json.loads(probe_json.read_text())
 
-    # the VoCo K=1 video model's learning curve per question type: its checkpoints, scored as the final model
+
+def _curve(run: _Run, model: Path, final: dict) -> dict[int, dict]:
+    """The VoCo K=1 video model's learning curve per question type: its checkpoints, scored as the
+    final model (`final`: the final model's accuracy)."""
     curve = {}
-    for step, path in checkpoints(models["VoCo K=1"]).items():
-        if path == models["VoCo K=1"]:
-            curve[step] = accuracy["VoCo K=1"]
+    for step, path in checkpoints(model).items():
+        if path == model:
+            curve[step] = final
             continue
         print(f"voco demo --video: evaluating VoCo K=1 at fine-tune step {step}")
-        answers = video / "answers" / f"voco-k1-step{step}" / f"{BENCH}.jsonl"
-        curve[step] = _evaluate(
-            preset, path, world.questions, world.answer_key, world.videos_dir, answers, "voco", preset.num_frames
-        )
-    _plot_curve(video / "curve.png", curve, accuracy[TEXT_ONLY])
+        curve[step] = run.answer(path, f"voco-k1-step{step}", "voco", run.preset.num_frames)
+    return curve
 
-    # VoCo K=1 answering from more or fewer frames than it was trained on (the same answers at its own F)
+
+def _by_frames(run: _Run, model: Path, final: dict) -> dict[int, dict]:
+    """VoCo K=1 answering from more or fewer frames than it was trained on (its own F: `final`)."""
     by_frames = {}
-    for f in preset.accuracy_frames:
-        if f == preset.num_frames:
-            by_frames[f] = accuracy["VoCo K=1"]
+    for f in run.preset.accuracy_frames:
+        if f == run.preset.num_frames:
+            by_frames[f] = final
             continue
         print(f"voco demo --video: evaluating VoCo K=1 on {f} frames per clip")
-        by_frames[f] = _evaluate(
-            preset,
-            models["VoCo K=1"],
-            world.questions,
-            world.answer_key,
-            world.videos_dir,
-            video / "answers" / f"voco-k1-{f}-frames" / f"{BENCH}.jsonl",
-            "voco",
-            f,
-        )
-    _plot_frames(video / "frames.png", by_frames, accuracy[TEXT_ONLY])
+        by_frames[f] = run.answer(model, f"voco-k1-{f}-frames", "voco", f)
+    return by_frames
 
-    # 4. scaling: measured once (timings would differ on every run), then read back
-    scaling_json = video / "scaling.json"
-    if scaling_json.is_file() and json.loads(scaling_json.read_text())["frames"] == list(preset.sweep_frames):
+
+def _scaling_once(run: _Run, models: dict[str, Path]) -> tuple[list[dict], float]:
+    """Stage 4: the scaling sweep, measured once (timings would differ on every run), then read back."""
+    scaling_json = run.video / "scaling.json"
+    if scaling_json.is_file() and json.loads(scaling_json.read_text())["frames"] == list(run.preset.sweep_frames):
         saved = json.loads(scaling_json.read_text())
-        scaling, compress_per_frame = saved["rows"], saved["compress_s_per_frame"]
-    else:
-        scaling, compress_per_frame = _scaling(preset, models["VoCo K=1"], models["Middle frame (full tokens)"], world)
-        write_json_atomic(
-            scaling_json,
-            {"frames": list(preset.sweep_frames), "rows": scaling, "compress_s_per_frame": compress_per_frame},
-        )
-    _plot(video / "scaling.png", scaling)
+        return saved["rows"], saved["compress_s_per_frame"]
+    scaling, compress_per_frame = _scaling(
+        run.preset, models["VoCo K=1"], models["Middle frame (full tokens)"], run.world
+    )
+    write_json_atomic(
+        scaling_json,
+        {"frames": list(run.preset.sweep_frames), "rows": scaling, "compress_s_per_frame": compress_per_frame},
+    )
+    return scaling, compress_per_frame
+
+
+def run_video_demo(args) -> int:
+    demo_preset = get_preset(args.preset)
+    preset = demo_preset.video
+    run = _open(args, preset)
+    start = time.perf_counter()
+    models, started_from, train_seconds = _train_rows(run)
+    accuracy = _accuracies(run, models)
+    probe = _probe(run, models["VoCo K=1"])
+    curve = _curve(run, models["VoCo K=1"], accuracy["VoCo K=1"])
+    plot_curve(run.video / "curve.png", curve, accuracy[TEXT_ONLY])
+    by_frames = _by_frames(run, models["VoCo K=1"], accuracy["VoCo K=1"])
+    plot_frames(run.video / "frames.png", by_frames, accuracy[TEXT_ONLY])
+    scaling, compress_per_frame = _scaling_once(run, models)
+    plot_scaling(run.video / "scaling.png", scaling)
 
     # 5. report
-    goals = _goals(accuracy, scaling, by_frames)
+    found = goals(accuracy, scaling, by_frames)
     seconds = time.perf_counter() - start
-    sources = {name: str(path.relative_to(out)) for name, path in models.items()}
+    sources = {name: str(path.relative_to(run.out)) for name, path in models.items()}
     steps_info = (
         f"Every row fine-tuned {preset.steps} steps x batch {preset.batch_size} from the image demo's "
         f"model on {preset.train_clips} clips ({preset.num_frames} of {preset.clip_frames} frames sampled) "
@@ -647,7 +460,7 @@ def run_video_demo(args) -> int:
         "preset": demo_preset.video_dict(),
         "seconds": round(seconds, 1),
         "train_seconds_this_run": train_seconds,  # all rows, two at a time
-        "image_size": image_size,
+        "image_size": _image_size(run.out),
         "models": sources,
         "started_from": started_from,
         "accuracy": accuracy,
@@ -656,15 +469,15 @@ def run_video_demo(args) -> int:
         "probe": probe,
         "scaling": scaling,
         "compress_s_per_frame": compress_per_frame,
-        "goals": goals,
+        "goals": found,
     }
-    write_json_atomic(video / "report.json", report)
-    markdown = _markdown(
+    write_json_atomic(run.video / "report.json", report)
+    text = markdown(
         preset,
         demo_preset.name,
         accuracy,
         scaling,
-        goals,
+        found,
         seconds,
         sources,
         steps_info,
@@ -673,6 +486,6 @@ def run_video_demo(args) -> int:
         curve,
         probe,
     )
-    write_atomic(video / "report.md", markdown)
-    print("\n" + markdown)
+    write_atomic(run.video / "report.md", text)
+    print("\n" + text)
     return 0
