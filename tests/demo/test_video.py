@@ -16,9 +16,9 @@ from voco_llama.core.cache import kv_bytes
 from voco_llama.core.modeling import VoCoLlavaConfig
 from voco_llama.core.presets import build_model, save_bundle
 from voco_llama.core.processing import question_prompt
-from voco_llama.demo.stages import build_demo_tokenizer
 from voco_llama.demo.movingworld import QUESTION_TYPES, load_moving_world
 from voco_llama.demo.presets import PRESETS
+from voco_llama.demo.stages import build_demo_tokenizer
 from voco_llama.demo.toyworld import ensure_world
 from voco_llama.demo.video_report import CONTEXT_WINDOW
 from voco_llama.eval.evaluate import read_questions
