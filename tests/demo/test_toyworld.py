@@ -481,7 +481,7 @@ def test_world_tokenizer(world):
 
 def test_patch_labels_cover_exactly_the_drawn_objects(world, scenes):
     """Every pixel drawn in an object's colour lies in a patch labelled with that object's shape, colour
-    and size; and a labelled patch holds pixels of its object (the labels match the image)."""
+    size, row and column; and a labelled patch holds pixels of its object (the labels match the image)."""
     size, patch = SMALL["image_size"], 8
     grid = size // patch
     checked = 0
@@ -507,16 +507,13 @@ def test_patch_labels_cover_exactly_the_drawn_objects(world, scenes):
             for i in drawn:
                 assert all(labels[i][j] for j in wanted), (name, obj, i)
             labelled = {i for i, row in enumerate(labels) if all(row[j] for j in wanted)}
-            # the box around the drawn pixels: at most one patch more on each side
-            rows, cols = {i // grid for i in drawn}, {i % grid for i in drawn}
-            box = {
-                r * grid + c
-                for r in range(max(0, min(rows) - 1), min(grid, max(rows) + 2))
-                for c in range(max(0, min(cols) - 1), min(grid, max(cols) + 2))
-            }
             assert drawn <= labelled, (name, obj)
             if len(scene["objects"]) == 1:  # (with several objects a patch may mix two objects' labels)
-                assert labelled <= box, (name, obj)
+                assert labelled == drawn, (name, obj)  # pixel-exact: no patch without a drawn pixel
+            # where the object is: its grid row and column, on every patch it is drawn on
+            cell = [tw.PATCH_LABELS.index(tw.ROW_NAMES[obj["cell"] // 3])]
+            cell.append(tw.PATCH_LABELS.index(tw.COLUMN_NAMES[obj["cell"] % 3]))
+            assert all(labels[i][j] for i in drawn for j in cell), (name, obj)
             checked += 1
         assert sum(not any(row) for row in labels) >= grid * grid - 9 * len(scene["objects"])
     assert checked > 60
@@ -540,3 +537,25 @@ def test_questions_per_image_is_configurable(tmp_path):
     assert w.meta()["config"]["questions_per_image"] == [6, 6]
     with pytest.raises(ValueError, match="questions_per_image"):
         tw.world_config(questions_per_image=(3, 2))
+
+
+def test_train_seed_fixes_the_training_split_and_the_fingerprint_names_it(tmp_path):
+    """`train_seed` draws the training scenes and records, `seed` the eval split: two worlds with one
+    train_seed and two seeds share train.json byte for byte and differ in their eval questions, and
+    `train_fingerprint` (computed without rendering) is the same for both and differs for another
+    train_seed."""
+    sizes = dict(num_train_images=50, num_eval_images=20, image_size=48, progress=False)
+    a = tw.generate_world(tmp_path / "a", seed=0, train_seed=0, **sizes)
+    b = tw.generate_world(tmp_path / "b", seed=1, train_seed=0, **sizes)
+    assert a.train_json.read_bytes() == b.train_json.read_bytes()
+    assert a.questions("gqa").read_bytes() != b.questions("gqa").read_bytes()
+    train_images = {s["image"] for s in a.scenes().values() if s["split"] == "train"}
+    assert all((a.images_dir / i).read_bytes() == (b.images_dir / i).read_bytes() for i in train_images)
+    fa, fb = (tw.train_fingerprint(w.meta()["config"]) for w in (a, b))
+    assert fa == fb
+    assert (
+        tw.train_fingerprint(
+            tw.world_config(seed=0, train_seed=1, **{k: v for k, v in sizes.items() if k != "progress"})
+        )
+        != fa
+    )

@@ -43,6 +43,9 @@ class Preset:
     # scratch on CPU need a larger one: at 0.02 a 128-wide LLM's attention starts uniform and takes
     # thousands of steps to learn to look anything up in the image.
     init_std: float | None = None
+    # the tower layer the projector reads (LLaVA's -2, the penultimate); a tower trained for the task
+    # with few layers reads its last (-1): with 2 layers, -2 would leave the second one unused
+    vision_feature_layer: int = -2
 
 
 def llava15_geometry(hidden: int = 512, layers: int = 4) -> Preset:
@@ -133,6 +136,7 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
         voco_token_id=tokenizer.convert_tokens_to_ids(VOCO_PLACEHOLDER),
         image_seq_length=(p.image_size // p.patch_size) ** 2,
         vision_feature_select_strategy="default" if p.vision == "clip" else "full",
+        vision_feature_layer=p.vision_feature_layer,
         num_voco=p.num_voco,
         num_voco_choices=list(p.num_voco_choices) if p.num_voco_choices is not None else None,
         position_layout=p.position_layout,

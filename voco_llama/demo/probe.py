@@ -149,3 +149,77 @@ def run_probe(model_dir: Path, world_root: Path, max_clips: int = 500) -> dict:
             "mover x, y (R^2)": probe_r2(x[movers], mover_xy, len(movers) * 3 // 4) if len(movers) >= 40 else None,
         }
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The vision tower: what its tokens say about the object under them
+# ----------------------------------------------------------------------------------------------
+
+TOWER_TARGETS = ("shape", "colour", "size", "cell")
+TOWER_GOAL = 90.0  # % held-out probe accuracy per target (issue 24)
+
+
+@torch.no_grad()
+def tower_features(model, pixels: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """[images, patches, dims]: the tower's tokens as the projector reads them (the config's
+    `vision_feature_layer`, without CLIP's class token)."""
+    tower, layer = model.model.vision_tower, model.config.vision_feature_layer
+    vision = model.config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    out = []
+    for i in range(0, len(pixels), batch):
+        hidden = tower(pixels[i : i + batch].to(model.dtype), output_hidden_states=True).hidden_states[layer]
+        out.append(hidden[:, -patches:].float())
+    return torch.cat(out)
+
+
+def _object_rows(scenes: list[dict], features: torch.Tensor, image_size: int, patch_size: int):
+    """Per object: the token of the patch under its centre, and its shape, colour, size and cell."""
+    from .toyworld import SIZES
+
+    grid = image_size // patch_size
+    x, y = [], {t: [] for t in TOWER_TARGETS}
+    for scene, tokens in zip(scenes, features):
+        for o in scene["objects"]:
+            cx, cy = o["center"]
+            x.append(tokens[(cy // patch_size) * grid + cx // patch_size])
+            y["shape"].append(SHAPES.index(o["shape"]))
+            y["colour"].append(COLOR_NAMES.index(o["color"]))
+            y["size"].append(SIZES.index(o["size"]))
+            y["cell"].append(o["cell"])
+    return torch.stack(x), {t: torch.tensor(v) for t, v in y.items()}
+
+
+def run_tower_probe(model, image_processor, world, max_train_images: int = 2000) -> dict:
+    """Held-out linear probes of the frozen tower: fitted on the objects of the first
+    `max_train_images` training images, scored on every eval image's objects. Returns per target
+    (shape, colour, size, cell) the probe's accuracy (%) and the training labels' majority (%)."""
+    from ..core.processing import load_image, process_images
+
+    scenes = list(world.scenes().values())
+    train = [s for s in scenes if s["split"] == "train"][:max_train_images]
+    held_out = [s for s in scenes if s["split"] == "eval"]
+    vision = model.config.vision_config
+    rows = []
+    for part in (train, held_out):
+        pixels = process_images([load_image(world.images_dir / s["image"]) for s in part], image_processor)
+        rows.append(_object_rows(part, tower_features(model, pixels), vision.image_size, vision.patch_size))
+    x = torch.cat([rows[0][0], rows[1][0]])
+    n_train = len(rows[0][0])
+    result = {
+        "targets": list(TOWER_TARGETS),
+        "train_objects": n_train,
+        "held_out_objects": len(rows[1][0]),
+        "layer": model.config.vision_feature_layer,
+    }
+    for target in TOWER_TARGETS:
+        labels = torch.cat([rows[0][1][target], rows[1][1][target]])
+        y = torch.nn.functional.one_hot(labels).float()
+        probe, majority = probe_accuracy(x, y, False, n_train)
+        result[target] = {"accuracy": probe, "majority": majority}
+    return result
+
+
+def probe_line(probe: dict) -> str:
+    """'shape 93.2%, colour 99.8%, ...': a tower probe's accuracies in one line."""
+    return ", ".join(f"{t} {probe[t]['accuracy']:.1f}%" for t in probe["targets"])

@@ -91,10 +91,12 @@ from .scenes import (
     BACKGROUND_NAMES,
     COLOR_NAMES,
     COLORS,
+    COLUMN_NAMES,
     NUMBER_WORDS,
     OBJECT_NAMES,
     PATCH_LABELS,
     POSITIONS,
+    ROW_NAMES,
     SHAPES,
     SIZES,
     Obj,
@@ -105,7 +107,7 @@ from .scenes import (
     render,
 )
 from .texts import build_world_tokenizer, training_text, world_texts
-from .world import World, ensure_world, generate_world, load_world, world_config
+from .world import World, ensure_world, generate_world, load_world, train_fingerprint, world_config
 
 __all__ = [
     "BACKGROUND_NAMES",
@@ -113,6 +115,7 @@ __all__ = [
     "CAPTION_PROMPTS",
     "COLORS",
     "COLOR_NAMES",
+    "COLUMN_NAMES",
     "DEFAULT_EVAL_QUESTIONS",
     "GQA_TEMPLATES",
     "LETTERS",
@@ -123,6 +126,7 @@ __all__ = [
     "PATCH_LABELS",
     "POPE_CATEGORIES",
     "POSITIONS",
+    "ROW_NAMES",
     "SHAPES",
     "SHORT_ANSWER",
     "SIZES",
@@ -141,6 +145,7 @@ __all__ = [
     "patch_labels",
     "png_bytes",
     "render",
+    "train_fingerprint",
     "training_text",
     "world_config",
     "world_texts",

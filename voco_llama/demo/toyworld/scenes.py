@@ -189,8 +189,9 @@ def render(scene: Scene, image_size: int) -> Image.Image:
     return img
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, o: Obj) -> None:
-    fill, x, y, r = COLORS[o.color], o.x, o.y, o.r
+def _draw_object(draw: ImageDraw.ImageDraw, o: Obj, fill=None) -> None:
+    """Draw `o` in its colour (or in `fill`: a mask's value)."""
+    fill, x, y, r = fill if fill is not None else COLORS[o.color], o.x, o.y, o.r
     if o.shape == "circle":
         draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
     elif o.shape == "square":
@@ -241,22 +242,33 @@ def article(phrase: str) -> str:
 # Dense labels, for pretraining a vision tower on the world (our stand-in for CLIP's pretraining)
 # ----------------------------------------------------------------------------------------------
 
-PATCH_LABELS = (*SHAPES, *COLOR_NAMES, "small", "large")
+ROW_NAMES = ("top row", "middle row", "bottom row")
+COLUMN_NAMES = ("left column", "center column", "right column")
+PATCH_LABELS = (*SHAPES, *COLOR_NAMES, *SIZES, *ROW_NAMES, *COLUMN_NAMES)
+
+
+def _object(o: dict) -> Obj:
+    (x, y), r = o["center"], o["radius"]
+    return Obj(shape=o["shape"], color=o["color"], size=o["size"], cell=o["cell"], x=x, y=y, r=r)
 
 
 def patch_labels(scene: dict, image_size: int, patch_size: int) -> list[list[int]]:
     """Per patch (row-major over the image's patch grid), 0/1 for each of `PATCH_LABELS`: the shape,
-    colour and size of every object whose box (centre +- radius, which holds every drawn pixel)
-    overlaps the patch."""
+    colour, size, grid row and grid column of every object with a drawn pixel on the patch. Row and
+    column are targets so that the tower's tokens say where their object is: without them colour
+    swamps the position embedding and a token's cell cannot be read off it (issue 24's probes)."""
     grid = image_size // patch_size
     labels = [[0] * len(PATCH_LABELS) for _ in range(grid * grid)]
-    for obj in scene["objects"]:
-        (cx, cy), r = obj["center"], obj["radius"]
-        on = (PATCH_LABELS.index(obj["shape"]), PATCH_LABELS.index(obj["color"]), PATCH_LABELS.index(obj["size"]))
-        cols = range(max(0, (cx - r) // patch_size), min(grid - 1, (cx + r) // patch_size) + 1)
-        rows = range(max(0, (cy - r) // patch_size), min(grid - 1, (cy + r) // patch_size) + 1)
-        for row in rows:
-            for col in cols:
-                for i in on:
-                    labels[row * grid + col][i] = 1
+    for o in map(_object, scene["objects"]):
+        mask = Image.new("L", (image_size, image_size), 0)
+        _draw_object(ImageDraw.Draw(mask), o, fill=255)
+        on = [PATCH_LABELS.index(name) for name in (o.shape, o.color, o.size)]
+        on += [PATCH_LABELS.index(ROW_NAMES[o.row]), PATCH_LABELS.index(COLUMN_NAMES[o.col])]
+        box = mask.getbbox()
+        for row in range(box[1] // patch_size, min(grid - 1, (box[3] - 1) // patch_size) + 1):
+            for col in range(box[0] // patch_size, min(grid - 1, (box[2] - 1) // patch_size) + 1):
+                cut = (col * patch_size, row * patch_size, (col + 1) * patch_size, (row + 1) * patch_size)
+                if mask.crop(cut).getbbox() is not None:  # a drawn pixel of the object on this patch
+                    for i in on:
+                        labels[row * grid + col][i] = 1
     return labels

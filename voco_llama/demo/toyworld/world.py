@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -139,6 +140,7 @@ def world_config(
     text_only_fraction: float = 0.05,
     questions_per_image: tuple[int, int] = (2, 5),
     multiple_choice_fraction: float = 0.25,
+    train_seed: int | None = None,
 ) -> dict:
     """The full, validated configuration `generate_world` records in world.json."""
     low, high = questions_per_image
@@ -162,6 +164,7 @@ def world_config(
         "text_only_fraction": float(text_only_fraction),
         "questions_per_image": [int(low), int(high)],
         "multiple_choice_fraction": float(multiple_choice_fraction),
+        "train_seed": int(seed if train_seed is None else train_seed),
     }
 
 
@@ -175,6 +178,7 @@ def generate_world(
     text_only_fraction: float = 0.05,
     questions_per_image: tuple[int, int] = (2, 5),
     multiple_choice_fraction: float = 0.25,
+    train_seed: int | None = None,
     progress: bool | None = None,
 ) -> World:
     """Generate the world into `out_dir` (see the module docstring for the files) and return it.
@@ -183,7 +187,9 @@ def generate_world(
     `DEFAULT_EVAL_QUESTIONS` per bench (rounded down: pope to an even number per category, mme to
     whole yes/no pairs, mmbench to whole groups of 4). `progress`: tqdm bar (default: on for >= 1000
     images). `multiple_choice_fraction`: the share of training questions of the multiple-choice
-    templates asked as multiple choice (the rest as short answers). Same arguments -> byte-identical
+    templates asked as multiple choice (the rest as short answers). `train_seed` (default `seed`) draws the
+    training scenes and records, `seed` the eval scenes and questions: a world with a fixed training
+    split and a fresh eval split, for models pretrained once on that split. Same arguments -> byte-identical
     files (with the same Pillow/zlib for the PNGs). Files
     of a previous world in `out_dir` are overwritten and its extra images removed.
     """
@@ -196,14 +202,15 @@ def generate_world(
         text_only_fraction,
         questions_per_image,
         multiple_choice_fraction,
+        train_seed,
     )
     world = World(Path(out_dir))
     world.root.mkdir(parents=True, exist_ok=True)
     if world.meta_json.exists():
         world.meta_json.unlink()  # the world is incomplete until the new world.json is written
 
-    seen: set = set()
-    train_scenes = _sample_scenes(seed, "train", num_train_images, image_size, seen)
+    train_scenes, records = train_split(config)
+    seen = {s.signature() for s in train_scenes}
     eval_scenes = _sample_scenes(seed, "eval", num_eval_images, image_size, seen)
     all_scenes = train_scenes + eval_scenes
 
@@ -222,9 +229,6 @@ def generate_world(
         write_jsonl_atomic(world.questions(bench), questions)
         write_jsonl_atomic(world.answer_key(bench), keys)
 
-    records = _train_records(
-        train_scenes, seed, text_only_fraction, tuple(config["questions_per_image"]), multiple_choice_fraction
-    )
     write_json_atomic(world.train_json, records, indent=1)
     write_json_atomic(
         world.scenes_json, {"image_size": image_size, "scenes": [s.to_json() for s in all_scenes]}, indent=None
@@ -253,6 +257,29 @@ def generate_world(
     }
     write_json_atomic(world.meta_json, meta, indent=1)
     return world
+
+
+def train_split(config: dict) -> tuple[list, list[dict]]:
+    """The training scenes and LLaVA records `generate_world` writes for `config` (a `world_config`),
+    drawn without rendering an image: cheap enough to fingerprint a world's training split."""
+    seen: set = set()
+    scenes = _sample_scenes(config["train_seed"], "train", config["num_train_images"], config["image_size"], seen)
+    records = _train_records(
+        scenes,
+        config["train_seed"],
+        config["text_only_fraction"],
+        tuple(config["questions_per_image"]),
+        config["multiple_choice_fraction"],
+    )
+    return scenes, records
+
+
+def train_fingerprint(config: dict) -> str:
+    """sha256 of the training split `config` describes (its scenes and records as JSON): equal
+    fingerprints, equal training data, whatever the eval split."""
+    scenes, records = train_split(config)
+    text = json.dumps({"scenes": [s.to_json() for s in scenes], "records": records}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def ensure_world(out_dir: str | Path, **kwargs) -> World:
