@@ -7,8 +7,9 @@ import random
 import pytest
 
 from voco_llama.cli import main
-from voco_llama.demo.report import LEARNED_GAP, MIXTURE_MARGIN, TABLE1, learned_benchmarks
-from voco_llama.demo.stats import binomial_se, f1_se, retention_se, standard_error
+from voco_llama.demo.paired import paired_bootstrap
+from voco_llama.demo.report import LEARNED_GAP, MIXTURE_MARGIN, TABLE1, comparisons, learned_benchmarks
+from voco_llama.demo.stats import binomial_se, f1_se, standard_error
 from voco_llama.demo.toyworld import BENCHES, load_world
 from voco_llama.eval.scorers import score
 
@@ -63,9 +64,16 @@ def test_tables_recompute_from_the_answer_files(demo):
     }
     learned = [b for b in BENCHES if judged["Upper bound"][b] - judged["Lower bound"][b] >= LEARNED_GAP * scales[b]]
     assert report["learned_benchmarks"] == learned
+    # every standard error and paired difference: the bootstrap over eval images, from the answer files
+    rows = {name: {b: demo / "answers" / slug / f"{b}.jsonl" for b in BENCHES} for name, slug in SLUGS.items()}
+    pairs = comparisons((1, 2), rows)
+    boot = paired_bootstrap(rows, {b: world.answer_key(b) for b in BENCHES}, learned=learned, comparisons=pairs)
+    assert report["differences"] == json.loads(json.dumps(boot["comparisons"]))
+    assert [(d["a"], d["b"]) for d in report["differences"]][:2] == [("VoCo K=1", "Avg-pool"), ("VoCo K=1", "Q-Former")]
     for name, row in report["table1"].items():
         assert row["scores"] == pytest.approx(scores[name], abs=1e-9)
-        assert row["se"] == pytest.approx({b: standard_error(b, summaries[name][b]) for b in BENCHES})
+        assert row["se"] == json.loads(json.dumps(boot["rows"][name]["se"]))
+        assert row["mean_retention_se"] == boot["rows"][name]["mean_retention_se"]
         assert set(row["retention"]) == set(learned)  # "-" (left out) everywhere else
         expected = {b: (scores[name][b] - lower[b]) / (upper[b] - lower[b]) for b in learned}
         assert row["retention"] == pytest.approx(expected)
@@ -149,9 +157,6 @@ def test_standard_errors():
     # MMBench: binomial on the circular groups, not the copies
     summary = {"score": 50.0, "metrics": {"n_groups": 25}, "n_scored": 100}
     assert standard_error("mmbench", summary) == pytest.approx(10.0)
-    # retention of the upper bound itself: only the upper bound's own error remains... scaled by the gap
-    assert retention_se(60.0, 60.0, 20.0, 2.0, 2.0, 2.0) == pytest.approx(math.sqrt(4 + 4) / 40)
-    assert retention_se(30.0, 20.0, 20.0, 1.0, 1.0, 1.0) is None
 
 
 def test_a_run_directory_holds_one_preset_and_seed(demo, capsys):

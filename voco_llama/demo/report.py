@@ -11,14 +11,13 @@ is within two standard errors of 100% and "!" when it is not.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from ..core.cache import kv_bytes
 from ..core.files import pyplot, write_png
 from ..core.pipeline import VoCoPipeline
 from ..eval.scorers import DISPLAY_NAMES
-from .stats import retention_se, standard_error
+from .paired import paired_bootstrap
 from .toyworld import BENCHES
 
 LEARNED_GAP = 0.15  # of the benchmark's scale (100 points; MME 200 per subtask)
@@ -63,38 +62,43 @@ def read_row(row_dir: Path) -> dict[str, dict]:
     return {b: json.loads((row_dir / f"{b}.score.json").read_text()) for b in BENCHES}
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+PAIRED_SE_GOAL = 0.03  # a paired difference of mean retentions: its standard error at most this
+RETENTION_SE_GOAL = 0.04  # VoCo K=1's mean retention: its standard error at most this
+MIXTURE_SE_GOAL = 0.015  # a mixture-minus-per-K difference: small enough to tell a 3-point shortfall
 
 
-def tables(rows: dict[str, dict[str, dict]], ks: tuple[int, ...]) -> dict:
-    """Table 1, Table 2 and the goals from every row's scorer summaries (row name -> bench -> summary)."""
+def comparisons(ks: tuple[int, ...], names) -> list[tuple[str, str]]:
+    """The paired differences the goals read: VoCo K=1 minus each baseline, the largest K minus K=1,
+    and the mixture at each K minus the model trained at that K."""
+    pairs = [("VoCo K=1", b) for b in BASELINES]
+    if len(ks) > 1:
+        pairs.append((f"VoCo K={max(ks)}", f"VoCo K={min(ks)}"))
+    pairs += [(mixture_name(k), f"VoCo K={k}") for k in ks if mixture_name(k) in names]
+    return pairs
+
+
+def tables(rows: dict[str, dict[str, dict]], answers: dict, keys: dict, ks: tuple[int, ...]) -> dict:
+    """Table 1, Table 2 and the goals. `rows`: row name -> bench -> scorer summary; `answers`: row name ->
+    bench -> answers file and `keys`: bench -> answer key, from which paired.py's bootstrap over eval
+    images gives every standard error (every row answers the same questions)."""
     score = {n: {b: s[b]["score"] for b in BENCHES} for n, s in rows.items()}
-    se = {n: {b: standard_error(b, s[b]) for b in BENCHES} for n, s in rows.items()}
-    upper, lower = score["Upper bound"], score["Lower bound"]
     scale = scales(rows["Upper bound"]["mme"])
     judged = {n: {b: learning_score(b, rows[n][b]) for b in BENCHES} for n in ("Upper bound", "Lower bound")}
     learned = learned_benchmarks(judged["Upper bound"], judged["Lower bound"], scale)
+    boot = paired_bootstrap(answers, keys, learned=learned, comparisons=comparisons(ks, rows))
+    differences = {(c["a"], c["b"]): c for c in boot["comparisons"]}
 
     def retained(name: str) -> dict:
-        per, per_se = {}, {}
-        for b in learned:
-            gap = upper[b] - lower[b]
-            per[b] = (score[name][b] - lower[b]) / gap
-            per_se[b] = retention_se(
-                score[name][b], upper[b], lower[b], se[name][b], se["Upper bound"][b], se["Lower bound"][b]
-            )
-        mean = _mean(list(per.values()))
-        mean_se = math.sqrt(sum(v * v for v in per_se.values())) / len(per_se) if per_se else None
-        return {"retention": per, "retention_se": per_se, "mean_retention": mean, "mean_retention_se": mean_se}
+        r = boot["rows"][name]
+        return {k: r[k] for k in ("retention", "retention_se", "mean_retention", "mean_retention_se")}
 
-    table1 = {n: {"scores": score[n], "se": se[n], **retained(n)} for n in TABLE1}
+    table1 = {n: {"scores": score[n], "se": boot["rows"][n]["se"], **retained(n)} for n in TABLE1}
     table2 = {k: retained(f"VoCo K={k}") for k in ks}
     table2_mixture = {k: retained(mixture_name(k)) for k in ks if mixture_name(k) in rows}
     k_only = retained(k_only_name(ks)) if k_only_name(ks) in rows else None
-    found = goals(table1, table2, learned, judged["Upper bound"], judged["Lower bound"], scale)
+    found = goals(table1, table2, learned, judged["Upper bound"], judged["Lower bound"], scale, differences)
     if table2_mixture:
-        found["mixture"] = mixture_goal(table2, table2_mixture, k_only)
+        found["mixture"] = mixture_goal(table2_mixture, k_only, differences)
     return {
         "learned": learned,
         "scales": scale,
@@ -102,23 +106,29 @@ def tables(rows: dict[str, dict[str, dict]], ks: tuple[int, ...]) -> dict:
         "table2": table2,
         "table2_mixture": table2_mixture,
         "k_only_at_1": k_only,
+        "differences": [{k: v for k, v in c.items()} for c in boot["comparisons"]],
+        "resamples": boot["resamples"],
+        "n_images": boot["n_images"],
         "goals": found,
     }
 
 
-def mixture_goal(table2: dict, mixture: dict, k_only: dict | None) -> dict:
-    """Issue 18's goal: the one model within MIXTURE_MARGIN of the model trained at each K, and at K=1
-    above the largest-K model run at K=1. A difference's error combines both rows' errors as if
-    independent (they share the bounds, so this overstates it a little)."""
+def _difference_of(differences: dict, a: str, b: str) -> dict:
+    c = differences.get((a, b))
+    return {"difference": c["difference"], "se": c["se"]} if c else {"difference": None, "se": None}
+
+
+def mixture_goal(mixture: dict, k_only: dict | None, differences: dict) -> dict:
+    """Issue 18's goal: the one model within MIXTURE_MARGIN of the model trained at each K (the paired
+    difference, and whether its error is small enough to tell), and at K=1 above the largest-K model
+    run at K=1."""
     per_k = {}
-    for k, row in mixture.items():
-        mine, theirs = row["mean_retention"], table2[k]["mean_retention"]
-        errors = [e for e in (row["mean_retention_se"], table2[k]["mean_retention_se"]) if e is not None]
-        difference = None if mine is None or theirs is None else mine - theirs
+    for k in mixture:
+        d = _difference_of(differences, mixture_name(k), f"VoCo K={k}")
         per_k[k] = {
-            "difference": difference,
-            "se": math.sqrt(sum(e * e for e in errors)) if errors else None,
-            "met": difference is not None and difference >= -MIXTURE_MARGIN,
+            **d,
+            "met": d["difference"] is not None and d["difference"] >= -MIXTURE_MARGIN,
+            "resolved": d["se"] is not None and d["se"] <= MIXTURE_SE_GOAL,
         }
     at_1 = mixture[1]["mean_retention"] if 1 in mixture else None
     failure = k_only["mean_retention"] if k_only else None
@@ -127,39 +137,22 @@ def mixture_goal(table2: dict, mixture: dict, k_only: dict | None) -> dict:
         "met": all(v["met"] for v in per_k.values()) and above,
         "per_k": per_k,
         "margin": MIXTURE_MARGIN,
+        "se_goal": MIXTURE_SE_GOAL,
         "above_k_only_at_1": {"met": above, "mixture": at_1, "k_only": failure},
     }
 
 
-def goals(table1: dict, table2: dict, learned: list[str], upper: dict, lower: dict, scale: dict) -> dict:
-    """The issue's goals 1-4, judged on these numbers."""
+def goals(
+    table1: dict, table2: dict, learned: list[str], upper: dict, lower: dict, scale: dict, differences: dict
+) -> dict:
+    """The issue's goals, judged on these numbers and the paired differences' standard errors."""
     voco = table1["VoCo K=1"]["mean_retention"]
+    voco_se = table1["VoCo K=1"]["mean_retention_se"]
     all_learned = len(learned) == len(BENCHES)
-    margins = {
-        b: (voco - table1[b]["mean_retention"])
-        if voco is not None and table1[b]["mean_retention"] is not None
-        else None
-        for b in BASELINES
-    }
+    margins = {b: _difference_of(differences, "VoCo K=1", b) for b in BASELINES}
     ks = sorted(table2)
-    steps = []
-    for a, b in zip(ks, ks[1:]):
-        ra, rb = table2[a]["mean_retention"], table2[b]["mean_retention"]
-        steps.append(
-            {
-                "from": a,
-                "to": b,
-                "change": None if ra is None or rb is None else rb - ra,
-                "se": table2[b]["mean_retention_se"],
-            }
-        )
-    first, last = table2[ks[0]]["mean_retention"], table2[ks[-1]]["mean_retention"]
-    rises = (
-        first is not None
-        and last is not None
-        and last >= first + K_RISE
-        and all(s["change"] is not None and s["change"] >= -(s["se"] or 0) for s in steps)
-    )
+    rise = _difference_of(differences, f"VoCo K={ks[-1]}", f"VoCo K={ks[0]}") if len(ks) > 1 else None
+    paired = [c["se"] for c in differences.values() if c["se"] is not None and not c["a"].startswith("Mixture")]
     return {
         "all_learned": {
             "met": all_learned,
@@ -172,11 +165,28 @@ def goals(table1: dict, table2: dict, learned: list[str], upper: dict, lower: di
             "goal": RETENTION_GOAL,
         },
         "baselines_below": {
-            "met": all(m is not None and m >= BASELINE_MARGIN for m in margins.values()),
+            "met": all(
+                m["difference"] is not None and m["difference"] >= BASELINE_MARGIN and m["difference"] > 2 * m["se"]
+                for m in margins.values()
+            ),
             "margins": margins,
             "goal": BASELINE_MARGIN,
         },
-        "table2_rises": {"met": rises, "k1": first, "k_max": last, "steps": steps},
+        "table2_rises": {
+            "met": rise is not None and rise["difference"] is not None and rise["difference"] >= K_RISE,
+            "k1": table2[ks[0]]["mean_retention"],
+            "k_max": table2[ks[-1]]["mean_retention"],
+            "rise": rise,
+        },
+        "resolution": {
+            "met": voco_se is not None
+            and voco_se <= RETENTION_SE_GOAL
+            and bool(paired)
+            and max(paired) <= PAIRED_SE_GOAL,
+            "retention_se": voco_se,
+            "largest_paired_se": max(paired) if paired else None,
+            "goals": {"retention_se": RETENTION_SE_GOAL, "paired_se": PAIRED_SE_GOAL},
+        },
     }
 
 
@@ -189,7 +199,78 @@ def _cell(value: float | None, se: float | None) -> str:
     return text
 
 
-def markdown(name: str, seed: int, result: dict, info: str, vision_tokens: int) -> str:
+CATEGORY_MARGIN = 20.0  # points above its chance every GQA category must reach for the upper bound
+
+
+def gqa_categories(rows: dict[str, dict[str, dict]], key: Path) -> dict:
+    """GQA per question category: each row's accuracy, the category's chance (the share of its most
+    frequent answer in the key: what an image-blind model that knows the answer distribution gets)
+    and the goal that the upper bound beats every chance by CATEGORY_MARGIN points."""
+    answers: dict[str, dict[str, int]] = {}
+    for k in map(json.loads, key.read_text().splitlines()):
+        counts = answers.setdefault(k["category"], {})
+        counts[k["answer"]] = counts.get(k["answer"], 0) + 1
+    chance = {c: 100.0 * max(n.values()) / sum(n.values()) for c, n in sorted(answers.items())}
+    accuracy = {
+        name: {c: summary["gqa"]["categories"].get(c, {}).get("accuracy") for c in chance}
+        for name, summary in rows.items()
+    }
+    upper = accuracy["Upper bound"]
+    short = {c: upper[c] - chance[c] for c in chance if upper[c] is None or upper[c] - chance[c] < CATEGORY_MARGIN}
+    return {
+        "chance": chance,
+        "n": {c: sum(n.values()) for c, n in answers.items()},
+        "accuracy": accuracy,
+        "goal": {"met": not short, "margin": CATEGORY_MARGIN, "short": short},
+    }
+
+
+def category_text(categories: dict, names: tuple[str, ...]) -> list[str]:
+    cats = list(categories["chance"])
+    lines = [
+        "## GQA by question category",
+        "",
+        f"Accuracy % per category (questions in brackets); chance = the share of the category's most frequent "
+        f"answer. Goal: the upper bound >= chance + {CATEGORY_MARGIN:.0f} in every category.",
+        "",
+        "| row | " + " | ".join(f"{c} ({categories['n'][c]})" for c in cats) + " |",
+        "|---" * (len(cats) + 1) + "|",
+        "| chance | " + " | ".join(f"{categories['chance'][c]:.1f}" for c in cats) + " |",
+    ]
+    for name in names:
+        acc = categories["accuracy"][name]
+        lines.append(f"| {name} | " + " | ".join("-" if acc[c] is None else f"{acc[c]:.1f}" for c in cats) + " |")
+    return lines + [""]
+
+
+def tower_text(probe: dict) -> list[str]:
+    """The tower's probes as the report's lines."""
+    from .probe import TOWER_GOAL
+
+    cells = " | ".join(f"{probe[t]['accuracy']:.1f} ({probe[t]['majority']:.1f})" for t in probe["targets"])
+    return [
+        "## The vision tower",
+        "",
+        f"Held-out linear probes of the frozen tower (layer {probe['layer']}): the token under each object's centre, "
+        f"fitted on {probe['train_objects']} training-image objects, scored on {probe['held_out_objects']} eval-image "
+        f"objects; accuracy % (majority class in brackets), goal >= {TOWER_GOAL:.0f} each.",
+        "",
+        "| " + " | ".join(probe["targets"]) + " |",
+        "|---" * len(probe["targets"]) + "|",
+        f"| {cells} |",
+        "",
+    ]
+
+
+def markdown(
+    name: str,
+    seed: int,
+    result: dict,
+    info: str,
+    vision_tokens: int,
+    probe: dict | None = None,
+    categories: dict | None = None,
+) -> str:
     learned = result["learned"]
     names = lambda bs: ", ".join(DISPLAY_NAMES.get(b, b) for b in bs) or "none"
     unlearned = [b for b in BENCHES if b not in learned]
@@ -199,10 +280,13 @@ def markdown(name: str, seed: int, result: dict, info: str, vision_tokens: int) 
         "",
         f"Preset `{name}`, seed {seed}. {info}",
         "",
+        *(tower_text(probe) if probe else []),
         "## Table 1: methods (K = 1)",
         "",
-        "Scores ± one standard error (binomial on the questions; MMBench on its circular groups; MME and "
-        "POPE F1 as in `demo/stats.py`). MME is the sum of acc + acc+ over its "
+        f"Scores ± one standard error: a paired bootstrap over the {result['n_images']} eval images "
+        f"({result['resamples']} resamples of the images, every row and benchmark rescored on each; "
+        "`demo/paired.py`), the image being the unit because questions about one image are not independent. "
+        "MME is the sum of acc + acc+ over its "
         f"{int(result['scales']['mme'] // 200)} subtasks (scale {result['scales']['mme']:.0f}); POPE is F1.",
         "",
         "| method | " + heads + " |",
@@ -229,6 +313,8 @@ def markdown(name: str, seed: int, result: dict, info: str, vision_tokens: int) 
             + " | ".join(cells)
             + f" | **{_cell(row['mean_retention'], row['mean_retention_se'])}** |"
         )
+    if categories:
+        lines += ["", *category_text(categories, TABLE1)]
     ks = sorted(result["table2"])
     lines += [
         "",
@@ -256,57 +342,83 @@ def markdown(name: str, seed: int, result: dict, info: str, vision_tokens: int) 
             f"The K={ks[-1]}-only model run at K=1 (the paper's failure case: a K it was never trained at): "
             f"{_cell(k_only['mean_retention'], k_only['mean_retention_se'])}.",
         ]
-    lines += ["", "## Goals", ""]
+    lines += [
+        "",
+        "## Paired differences",
+        "",
+        "Mean retention of the first row minus the second's, in points, ± the paired bootstrap's standard error "
+        "(the same questions, the same image resamples).",
+        "",
+        "| difference | points |",
+        "|---|---|",
+        *(f"| {c['a']} minus {c['b']} | {_difference(c)} |" for c in result["differences"]),
+        "",
+        "## Goals",
+        "",
+    ]
     g = result["goals"]
     mark = lambda ok: "MET" if ok else "NOT MET"
     gaps = ", ".join(
         f"{DISPLAY_NAMES.get(b, b)} {g['all_learned']['gaps'][b]:+.1f} (needs {g['all_learned']['needed'][b]:.0f})"
         for b in BENCHES
     )
+    if probe:
+        from .probe import TOWER_GOAL, probe_line
+
+        met = all(probe[t]["accuracy"] >= TOWER_GOAL for t in probe["targets"])
+        lines.append(f"- The tower's probes >= {TOWER_GOAL:.0f}% each: {mark(met)} ({probe_line(probe)}).")
     lines.append(f"- Every benchmark learned (upper - lower): {mark(g['all_learned']['met'])}: {gaps}.")
+    if categories:
+        short = categories["goal"]["short"]
+        detail = ", ".join(f"{c} {'-' if v is None else f'{v:+.1f}'}" for c, v in short.items()) or "every category"
+        lines.append(
+            f"- Every GQA category >= chance + {CATEGORY_MARGIN:.0f} for the upper bound: "
+            f"{mark(categories['goal']['met'])} ({'short: ' if short else ''}{detail})."
+        )
     v = g["voco_retention"]["value"]
     lines.append(
         f"- VoCo K=1 mean retention over all six >= {RETENTION_GOAL:.0%}: {mark(g['voco_retention']['met'])} "
         f"({_cell(v, result['table1']['VoCo K=1']['mean_retention_se'])} over {len(learned)} learned benchmark(s))."
     )
-    margins = ", ".join(
-        f"{b} {'-' if m is None else f'{100 * m:+.1f}'} points" for b, m in g["baselines_below"]["margins"].items()
-    )
+    margins = ", ".join(f"{b} {_difference(m)}" for b, m in g["baselines_below"]["margins"].items())
     lines.append(
-        f"- Avg-pool and Q-Former >= {100 * BASELINE_MARGIN:.0f} points below VoCo K=1: "
-        f"{mark(g['baselines_below']['met'])} (VoCo minus {margins})."
+        f"- Avg-pool and Q-Former >= {100 * BASELINE_MARGIN:.0f} points below VoCo K=1, beyond two paired standard "
+        f"errors: {mark(g['baselines_below']['met'])} (VoCo minus {margins} points)."
     )
     t2 = g["table2_rises"]
+    rise = _difference(t2["rise"]) if t2["rise"] else "-"
     lines.append(
-        f"- Table 2 rises with K (K={ks[-1]} >= K={ks[0]} + {100 * K_RISE:.0f} points, no step down beyond its "
-        f"standard error): {mark(t2['met'])}."
+        f"- Table 2 rises with K (K={ks[-1]} >= K={ks[0]} + {100 * K_RISE:.0f} points): {mark(t2['met'])} "
+        f"(K={ks[-1]} minus K={ks[0]}: {rise} points, paired)."
     )
     if mixture:
         m = g["mixture"]
-        errors = [v["se"] for v in m["per_k"].values() if v["se"] is not None]
-        worst = max(errors) if errors else None
         above = m["above_k_only_at_1"]
+        unresolved = [f"K={k}" for k, v in m["per_k"].items() if not v["resolved"]]
         lines.append(
             f"- One model for every K within {100 * MIXTURE_MARGIN:.0f} points of the model trained at each K, and "
             f"at K=1 above the K={ks[-1]}-only model run at K=1: {mark(m['met'])} (within: "
             + ", ".join(f"K={k} {'yes' if v['met'] else 'no'}" for k, v in m["per_k"].items())
             + f"; at K=1 {_cell(above['mixture'], None)} vs {_cell(above['k_only'], None)}: "
-            f"{'yes' if above['met'] else 'no'})." + _resolution(worst)
+            f"{'yes' if above['met'] else 'no'}). "
+            + (
+                f"Paired standard errors of the differences <= {100 * MIXTURE_SE_GOAL:.1f} points at every K."
+                if not unresolved
+                else f"The run cannot tell a {100 * MIXTURE_MARGIN:.0f}-point shortfall at {', '.join(unresolved)}: "
+                f"the paired standard error there is above {100 * MIXTURE_SE_GOAL:.1f} points."
+            )
         )
+    r = g["resolution"]
+    lines.append(
+        f"- Resolution: VoCo K=1's mean retention SE <= {100 * RETENTION_SE_GOAL:.0f} points and every paired "
+        f"difference's SE <= {100 * PAIRED_SE_GOAL:.0f} points: {mark(r['met'])} ("
+        + ("-" if r["retention_se"] is None else f"{100 * r['retention_se']:.1f}")
+        + "; largest paired "
+        + ("-" if r["largest_paired_se"] is None else f"{100 * r['largest_paired_se']:.1f}")
+        + ")."
+    )
     lines += ["", "![Table 1](table1_methods.png) ![Table 2](table2_retention_vs_k.png)", ""]
     return "\n".join(lines)
-
-
-def _resolution(worst: float | None) -> str:
-    """What the mixture goal's margin means against the differences' standard errors."""
-    if worst is None:
-        return " No learned benchmark: nothing to compare."
-    if worst <= MIXTURE_MARGIN:
-        return f" The differences' standard errors are at most {100 * worst:.1f} points."
-    return (
-        f" The differences' standard errors reach {100 * worst:.1f} points, more than the "
-        f"{100 * MIXTURE_MARGIN:.0f}-point margin: at this scale the run cannot tell such a shortfall from noise."
-    )
 
 
 def _difference(entry: dict) -> str:

@@ -47,12 +47,3 @@ def standard_error(bench: str, summary: dict) -> float:
         cats = summary["categories"].values()
         return sum(f1_se(c["TP"], c["FP"], c["TN"], c["FN"]) for c in cats) / max(1, len(cats))
     return binomial_se(summary["score"], summary["n_scored"])
-
-
-def retention_se(method: float, upper: float, lower: float, se_m: float, se_u: float, se_l: float) -> float | None:
-    """Delta-method standard error of (method - lower) / (upper - lower), errors taken as independent."""
-    gap = upper - lower
-    if gap <= 0:
-        return None
-    r = (method - lower) / gap
-    return math.sqrt(se_m**2 + (r * se_u) ** 2 + ((1 - r) * se_l) ** 2) / gap
