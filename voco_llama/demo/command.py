@@ -1,6 +1,7 @@
 """`voco demo`: the front door of the demos. `voco demo` runs the image demo (image.py: the paper's
 Tables 1 and 2 at toy scale), `--video` the video demo after it (video.py), `--curves` the learning
-curves used to size the toy world's budget (curves.py)."""
+curves used to size the toy world's budget (curves.py), `--pretrain` the tower and base it starts
+from (pretrain.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from .presets import PRESETS
 
 
 def _demo_command(args) -> int:
-    if args.video and args.curves:
-        raise InputError("--video and --curves: give one of them")
+    if sum(map(bool, (args.video, args.curves, args.pretrain))) > 1:
+        raise InputError("--video, --curves and --pretrain: give one of them")
+    if args.pretrain:
+        from .pretrain import run_pretrain
+
+        return run_pretrain(args)
     if args.video:
         from .video import run_video_demo
 
@@ -35,5 +40,15 @@ def register_cli(subparsers) -> None:
         "--curves",
         action="store_true",
         help="learning curves instead: per-benchmark accuracy on a held-out slice every few steps (DIR/curves)",
+    )
+    p.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="train the tower and base the demo starts from (shipped in voco_llama/demo/pretrained) into --out",
+    )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train the tower and base in this run instead of starting from the shipped ones",
     )
     p.set_defaults(func=_demo_command)

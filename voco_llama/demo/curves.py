@@ -6,24 +6,22 @@ stay whole): the base (all vision tokens, causal), then from the base's final we
 bound (causal) and VoCo K=1 fine-tunes, the Upper-bound checkpoints also answered under the VoCo
 rule (the Lower bound). Written to DIR/curves: curves.json (per run, step and benchmark: the score
 and its standard error, and the scorer's per-category numbers), curves.png (one panel per benchmark)
-and curves.md. The world and the pretrained tower are the demo's own (DIR/world, DIR/models/init).
+and curves.md. The world is the demo's own (DIR/world); with a shipped base (pretrain.py) the base's
+own curve is the one in its bundle (curves.json there), else the tower and base train here.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
-from ..core.files import pyplot, write_atomic, write_json_atomic, write_jsonl_atomic, write_png
-from ..core.pipeline import VoCoPipeline
-from ..eval.evaluate import run_eval
-from ..eval.scorers import DISPLAY_NAMES, score
+from ..core.files import write_atomic, write_json_atomic
+from ..eval.scorers import DISPLAY_NAMES
 from .presets import get_preset
-from .stages import BASE, METHODS, base_job, checkpoints, finetune_job, folder, open_run, prepare
-from .stats import standard_error
+from .pretrain import start_base
+from .scoring import curve_table, plot_curves, score_checkpoint, write_slice
+from .stages import BASE, METHODS, checkpoints, finetune_job, folder, open_run
 from .toyworld import BENCHES
-from .training import train_stage, train_stages
+from .training import train_stages
 
 # curve name -> (the model trained for it, eval mode)
 CURVES = {
@@ -34,70 +32,6 @@ CURVES = {
 }
 
 
-def write_slice(world, root: Path, images: int) -> dict[str, tuple[Path, Path]]:
-    """bench -> (questions, answer key) of the questions about the first `images` eval images."""
-    keep = sorted({q["image"] for b in BENCHES for q in map(json.loads, world.questions(b).read_text().splitlines())})
-    keep = set(keep[:images])
-    files = {}
-    for bench in BENCHES:
-        questions = [q for q in map(json.loads, world.questions(bench).read_text().splitlines()) if q["image"] in keep]
-        ids = {q["question_id"] for q in questions}
-        key = [k for k in map(json.loads, world.answer_key(bench).read_text().splitlines()) if k["question_id"] in ids]
-        files[bench] = (root / bench / "questions.jsonl", root / bench / "answer_key.jsonl")
-        write_jsonl_atomic(files[bench][0], questions)
-        write_jsonl_atomic(files[bench][1], key)
-    return files
-
-
-def _score_point(preset, model_dir: Path, mode: str, files: dict, world, answers: Path) -> dict:
-    done = answers / "scores.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    pipe = VoCoPipeline.from_pretrained(model_dir)
-    point = {}
-    for bench, (questions, key) in files.items():
-        out = answers / f"{bench}.jsonl"
-        out.unlink(missing_ok=True)
-        run_eval(
-            pipe,
-            questions,
-            out,
-            world.images_dir,
-            mode=mode,
-            max_new_tokens=preset.max_new_tokens,
-            batch_size=preset.eval_batch_size,
-        )
-        summary = score(bench, out, key)
-        point[bench] = {
-            "score": summary["score"],
-            "se": standard_error(bench, summary),
-            "categories": summary["categories"],
-        }
-    write_json_atomic(done, point)
-    return point
-
-
-def _plot(path: Path, curves: dict, base_steps: int, title: str) -> None:
-    plt = pyplot()
-
-    colors = {"Base": "#888", "Upper bound": "#222", "Lower bound": "#3a6", "VoCo K=1": "#c33"}
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, bench in zip(axes.flat, BENCHES):
-        for name, points in curves.items():
-            steps = [s + (base_steps if name != "Base" else 0) for s in map(int, points)]
-            values = [p[bench]["score"] for p in points.values()]
-            errors = [p[bench]["se"] for p in points.values()]
-            ax.errorbar(steps, values, yerr=errors, marker="o", ms=3, capsize=2, label=name, color=colors[name])
-        ax.axvline(base_steps, color="#bbb", linestyle=":")
-        ax.set_title(DISPLAY_NAMES.get(bench, bench))
-        ax.set_xlabel("training step (base, then fine-tune)")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    write_png(path, fig, dpi=110)
-
-
 def run_curves(args) -> int:
     demo_preset = get_preset(args.preset)
     preset = demo_preset.image
@@ -105,10 +39,11 @@ def run_curves(args) -> int:
     root = out / "curves"
     start = time.perf_counter()
     seed = args.seed
-    world, init = prepare(preset, out, seed)
-    files = write_slice(world, root / "slice", preset.curve_images)
     models = root / "models"
-    base = train_stage(**base_job(preset, world, init, models / folder(BASE), seed, save_steps=preset.curve_every))
+    world, base, source = start_base(
+        demo_preset, out, seed, args.from_scratch, trained_dir=models / folder(BASE), save_steps=preset.curve_every
+    )
+    files = write_slice(world, root / "slice", preset.curve_images)
     train_stages(
         [
             finetune_job(preset, world, base, models / folder(n), METHODS[n][0], seed, save_steps=preset.curve_every)
@@ -117,11 +52,14 @@ def run_curves(args) -> int:
     )
     curves = {}
     for name, (trained, mode) in CURVES.items():
-        points = checkpoints(models / folder(trained))
-        if trained != BASE:
-            points = {0: base, **points}
+        if trained == BASE and source["shipped"]:
+            points = {}  # the shipped base's own curve is in its bundle (curves.json)
+        elif trained == BASE:
+            points = checkpoints(base)
+        else:
+            points = {0: base, **checkpoints(models / folder(trained))}
         curves[name] = {
-            str(step): _score_point(preset, path, mode, files, world, root / "answers" / name / str(step))
+            str(step): score_checkpoint(preset, path, mode, files, world, root / "answers" / name / str(step))
             for step, path in points.items()
         }
     n = {b: len(files[b][0].read_text().splitlines()) for b in BENCHES}
@@ -140,16 +78,9 @@ def run_curves(args) -> int:
         f"preset {demo_preset.name}, seed {seed}: {vision_tokens} vision tokens -> 1 VoCo token; held-out slice of "
         f"{preset.curve_images} eval images (" + ", ".join(f"{DISPLAY_NAMES[b]} {n[b]} q" for b in BENCHES) + ")"
     )
-    _plot(root / "curves.png", curves, preset.base_steps, title)
-    lines = [f"# Learning curves ({title})", ""]
-    for name, points in curves.items():
-        lines += [f"## {name}", "", "| step | " + " | ".join(DISPLAY_NAMES[b] for b in BENCHES) + " |"]
-        lines.append("|---" * (len(BENCHES) + 1) + "|")
-        for step, point in points.items():
-            cells = [f"{point[b]['score']:.1f} ± {point[b]['se']:.1f}" for b in BENCHES]
-            lines.append(f"| {step} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines.append(f"{(time.perf_counter() - start) / 60:.1f} min for this run (finished stages are reused).")
-    write_atomic(root / "curves.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    plot_curves(root / "curves.png", curves, preset.base_steps, title)
+    text = curve_table(title, curves)
+    text += f"\n{(time.perf_counter() - start) / 60:.1f} min for this run (finished stages are reused)."
+    write_atomic(root / "curves.md", text + "\n")
+    print(text)
     return 0

@@ -35,10 +35,24 @@ from ..core.presets import load_bundle
 from ..eval.evaluate import run_eval
 from ..eval.scorers import DISPLAY_NAMES, score
 from .presets import ImageDemo, get_preset
-from .report import MIXTURE, example, example_text, k_only_name, markdown, mixture_name, plots, read_row, tables
-from .stages import BASE, METHODS, base_job, finetune_job, folder, open_run, prepare
+from .pretrain import start_base
+from .probe import TOWER_GOAL, probe_line, run_tower_probe
+from .report import (
+    MIXTURE,
+    TABLE1,
+    example,
+    example_text,
+    gqa_categories,
+    k_only_name,
+    markdown,
+    mixture_name,
+    plots,
+    read_row,
+    tables,
+)
+from .stages import METHODS, finetune_job, folder, open_run
 from .toyworld import BENCHES
-from .training import train_stage, train_stages
+from .training import train_stages
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,36 @@ def _evaluate(preset: ImageDemo, pipe, world, row_dir: Path, mode: str, num_voco
         write_json_atomic(row_dir / f"{bench}.score.json", summary)
 
 
+def _base_text(preset: ImageDemo, source: dict) -> str:
+    steps = f"{preset.base_steps} steps x {preset.batch_size}"
+    if source["shipped"] is None:
+        return f"Tower {preset.tower_steps} steps and base {steps}, trained in this run"
+    minutes = source["made"]["seconds"]["total"] / 60
+    return (
+        f"Tower ({preset.tower_steps} steps) and base ({steps}) shipped in {source['shipped']} "
+        f"(`voco demo --pretrain`: {minutes:.0f} min on this project's 2-core machine)"
+    )
+
+
+def tower_gate(base: Path, world) -> dict:
+    """Stage 2's check: held-out linear probes of the frozen tower (probe.py), and one line when a target
+    is below TOWER_GOAL, said before the fine-tunes spend the rest of the budget."""
+    from ..core.presets import load_bundle
+
+    model, _, image_processor = load_bundle(base)
+    probe = run_tower_probe(model, image_processor, world)
+    shown = probe_line(probe)
+    low = [t for t in probe["targets"] if probe[t]["accuracy"] < TOWER_GOAL]
+    if low:
+        print(
+            f"voco demo: the tower is below the {TOWER_GOAL:.0f}% probe goal on {', '.join(low)} ({shown}): "
+            "no method can answer what the tower does not see; the tables below are bounded by it"
+        )
+    else:
+        print(f"voco demo: tower probes {shown} (goal >= {TOWER_GOAL:.0f}% each)")
+    return probe
+
+
 def run_demo(args) -> int:
     demo_preset = get_preset(args.preset)
     preset = demo_preset.image
@@ -103,12 +147,12 @@ def run_demo(args) -> int:
 
     seed = args.seed
     began = time.perf_counter()
-    world, init = prepare(preset, out, seed)
-    stage("world and tower", began)
+    world, base, source = start_base(demo_preset, out, seed, args.from_scratch)
+    stage("world, tower and base" if source["shipped"] is None else "world (shipped tower and base)", began)
     models_dir = out / "models"
     began = time.perf_counter()
-    base = train_stage(**base_job(preset, world, init, models_dir / folder(BASE), seed))
-    stage("base", began)
+    tower = tower_gate(base, world)
+    stage("tower probe", began)
     variants = {name: model for name, (model, _) in METHODS.items()}
     variants.update({f"VoCo K={k}": dict(num_voco=k, attention_rule="voco") for k in preset.ks if k != 1})
     variants[MIXTURE] = mixture_job(preset)  # the same data, steps and rate as each per-K model
@@ -124,7 +168,10 @@ def run_demo(args) -> int:
         _evaluate(preset, row.pipeline(), world, out / "answers" / folder(row.name), row.mode, row.num_voco)
     stage("eval", began)
 
-    result = tables({row.name: read_row(out / "answers" / folder(row.name)) for row in rows}, preset.ks)
+    summaries = {row.name: read_row(out / "answers" / folder(row.name)) for row in rows}
+    answers = {row.name: {b: out / "answers" / folder(row.name) / f"{b}.jsonl" for b in BENCHES} for row in rows}
+    result = tables(summaries, answers, {b: world.answer_key(b) for b in BENCHES}, preset.ks)
+    categories = gqa_categories({n: summaries[n] for n in TABLE1}, world.answer_key("gqa"))
     vision_tokens = (preset.model["image_size"] // preset.model["patch_size"]) ** 2
     ex = example(out, world, models["VoCo K=1"], preset.max_new_tokens)
     total = time.perf_counter() - start
@@ -133,7 +180,7 @@ def run_demo(args) -> int:
         f"World: {counts['train_images']} training images ({counts['train_qa_turns']} QA turns), "
         f"{counts['eval_images']} eval images; questions per benchmark: "
         + ", ".join(f"{DISPLAY_NAMES.get(b, b)} {n}" for b, n in counts["eval_questions"].items())
-        + f". Base {preset.base_steps} steps x {preset.batch_size}; every fine-tune {preset.finetune_steps} steps x "
+        + f". {_base_text(preset, source)}; every fine-tune {preset.finetune_steps} steps x "
         f"{preset.finetune_batch_size} from the same base. {total / 60:.1f} min wall time for this run (finished "
         "stages are reused; per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ")."
     )
@@ -143,17 +190,22 @@ def run_demo(args) -> int:
         "seconds": round(total, 1),
         "stage_seconds": seconds,
         "vision_tokens": vision_tokens,
+        "base": {"shipped": source["shipped"], "seconds": source["made"]["seconds"] if source["shipped"] else None},
+        "tower_probe": tower,
         "learned_benchmarks": result["learned"],
         "scales": result["scales"],
         "table1": result["table1"],
         "table2": {str(k): v for k, v in result["table2"].items()},
         "table2_mixture": {str(k): v for k, v in result["table2_mixture"].items()},
+        "differences": result["differences"],
+        "bootstrap": {"resamples": result["resamples"], "images": result["n_images"]},
         "k_only_at_1": result["k_only_at_1"],
+        "gqa_categories": categories,
         "goals": result["goals"],
         "example": ex,
     }
     write_json_atomic(out / "report.json", report)
-    text = markdown(demo_preset.name, seed, result, info, vision_tokens) + "\n" + example_text(ex)
+    text = markdown(demo_preset.name, seed, result, info, vision_tokens, tower, categories) + "\n" + example_text(ex)
     write_atomic(out / "report.md", text)
     plots(out, result, vision_tokens)
     print("\n" + text)

@@ -30,6 +30,10 @@ METHODS = {
     "Q-Former": (dict(compressor="qformer"), "full"),
 }
 BASE = "Base"  # the base model every fine-tune starts from (all vision tokens, causal)
+# Every demo world draws its training split from this seed and its eval split from `--seed`: the tower
+# and base are trained once on that split (pretrain.py), as LLaVA starts from one CLIP and one Vicuna,
+# and a seed varies what is asked and how each row is fine-tuned.
+TRAIN_SEED = 0
 
 
 def folder(name: str) -> str:
@@ -79,7 +83,8 @@ class _TowerProbe(torch.nn.Module):
         return {"loss": loss}
 
 
-def pretrain_tower(preset: ImageDemo, out: Path, world, model, image_processor, seed: int) -> None:
+def pretrain_tower(preset: ImageDemo, out: Path, world, model, image_processor, seed: int) -> list[dict]:
+    """Train the tower on the world's training images; returns the Trainer's log (loss per logging step)."""
     from transformers import Trainer, TrainingArguments
 
     vision = model.config.vision_config
@@ -108,8 +113,10 @@ def pretrain_tower(preset: ImageDemo, out: Path, world, model, image_processor, 
         dataloader_num_workers=0,
         seed=seed,
     )
-    Trainer(model=_TowerProbe(model), args=args, train_dataset=data).train()
+    trainer = Trainer(model=_TowerProbe(model), args=args, train_dataset=data)
+    trainer.train()
     shutil.rmtree(out / "tower-run", ignore_errors=True)
+    return trainer.state.log_history
 
 
 def build_demo_tokenizer(world):
@@ -120,10 +127,15 @@ def build_demo_tokenizer(world):
     return build_world_tokenizer(world, extra_texts=moving_world_vocabulary())
 
 
+def demo_world(preset: ImageDemo, out: Path, seed: int):
+    """Stage 1: the world in out/world: the training split of TRAIN_SEED, the eval split of `seed`."""
+    return ensure_world(out / "world", seed=seed, train_seed=TRAIN_SEED, **preset.world)
+
+
 def prepare(preset: ImageDemo, out: Path, seed: int):
     """Stages 1 and 2a: the world (and its tokenizer) in out/world, the model with its pretrained tower
-    in out/models/init. Returns (world, init directory)."""
-    world = ensure_world(out / "world", seed=seed, **preset.world)
+    in out/models/init (its training log in init/tower_log.json). Returns (world, init directory)."""
+    world = demo_world(preset, out, seed)
     tokenizer = build_demo_tokenizer(world) if not (world.tokenizer_dir / "tokenizer.json").is_file() else None
     init = out / "models" / "init"
     if not (init / "config.json").is_file():
@@ -134,8 +146,9 @@ def prepare(preset: ImageDemo, out: Path, seed: int):
             "tiny", tokenizer=tokenizer, seed=seed, num_voco=0, attention_rule="causal", **preset.model
         )
         print("voco demo: pretraining the vision tower on the world's dense labels")
-        pretrain_tower(preset, out / "models", world, model, image_processor, seed)
+        log = pretrain_tower(preset, out / "models", world, model, image_processor, seed)
         save_bundle(init, model, tokenizer, image_processor)
+        write_json_atomic(init / "tower_log.json", log)
     return world, init
 
 
