@@ -133,19 +133,13 @@ def run_pretrain(args) -> int:
     out = Path(args.out or f"runs/pretrain-{demo_preset.name}")
     if args.fresh and out.exists():
         shutil.rmtree(out)
-    start = time.perf_counter()
-    seconds = {}
-    began = time.perf_counter()
     world, init = prepare(preset, out, TRAIN_SEED)
-    seconds["world and tower"] = round(time.perf_counter() - began, 1)
     model, _, image_processor = load_bundle(init)
     probe = run_tower_probe(model, image_processor, world)
     print(f"voco demo --pretrain: tower probes {probe_line(probe)}")
 
-    began = time.perf_counter()
     base_dir = out / "models" / folder(BASE)
     base = train_stage(**base_job(preset, world, init, base_dir, TRAIN_SEED, save_steps=preset.base_curve_every))
-    seconds["base"] = round(time.perf_counter() - began, 1)
 
     began = time.perf_counter()
     files = write_slice(world, out / "curves" / "slice", preset.curve_images)
@@ -153,7 +147,7 @@ def run_pretrain(args) -> int:
         str(step): score_checkpoint(preset, path, "full", files, world, out / "curves" / "answers" / str(step))
         for step, path in checkpoints(base).items()
     }
-    seconds["curves"] = round(time.perf_counter() - began, 1)
+    curve_seconds = time.perf_counter() - began
 
     bundle = out / "pretrained"
     tmp = out / "pretrained.tmp"
@@ -161,13 +155,16 @@ def run_pretrain(args) -> int:
     shutil.copytree(base, tmp, ignore=shutil.ignore_patterns(*_BUNDLE_EXCLUDE))
     state = json.loads((base / "trainer_state.json").read_text())
     tower_log = json.loads((init / "tower_log.json").read_text())
+    # the training time each stage's own log records (a re-run reuses finished stages)
+    seconds = {"tower": tower_log[-1]["train_runtime"], "base": state["log_history"][-1]["train_runtime"]}
+    seconds["curves (this run)"] = round(curve_seconds, 1)
     write_json_atomic(tmp / "log.json", {"tower": tower_log, "base": state["log_history"]}, indent=1)
     write_json_atomic(tmp / "tower_probe.json", probe, indent=1)
     n = {b: len(q.read_text().splitlines()) for b, (q, _) in files.items()}
     write_json_atomic(tmp / "curves.json", {"questions": n, "images": preset.curve_images, "base": curve}, indent=1)
     title = f"preset {demo_preset.name}: the base on all vision tokens, {preset.curve_images} eval images"
     plot_curves(tmp / "curves.png", {"Base": curve}, 0, title)
-    total = round(time.perf_counter() - start, 1)
+    total = round(sum(seconds.values()), 1)
     made = {**recipe(demo_preset), "sha256": {"model.safetensors": _sha256(tmp / "model.safetensors")}}
     made["seconds"] = {**seconds, "total": total}
     write_json_atomic(tmp / "recipe.json", made, indent=1)
