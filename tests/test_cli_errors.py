@@ -211,6 +211,41 @@ TABLE = [
         + ["--num-voco-choices", "1,2", "--num_voco", "4"],
         "--num_voco 4 is not in --num_voco_choices 1,2",
     ),
+    # issue 27: a second round of bad inputs
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{model}"],
+        "tiny: holds a trained model; pass --overwrite_output_dir to replace it",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--num_voco", "0"],
+        "--num_voco 0: must be at least 1",
+    ),
+    (
+        "data check",
+        ["data", "check", "--data-path", "{d}/q.jsonl", "--image-folder", "{d}", "--model", "{model}"]
+        + ["--num_voco", "0"],
+        "argument --num_voco: must be at least 1, got 0",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{img}/run"],
+        "img.png/run: cannot write (",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--learning_rate", "-1"],
+        "--learning_rate -1: expected a finite number >= 0",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--warmup_ratio", "2"],
+        "--warmup_ratio 2.0: expected a fraction in [0, 1)",
+    ),
 ]
 
 
