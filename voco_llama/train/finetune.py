@@ -27,7 +27,8 @@ dropped records are counted per reason, and more than `--max_bad_fraction` of th
 it). The end result is a bundle (model + tokenizer + image processor) in `--output_dir` that
 `voco ask --model` and `presets.load_bundle` open directly; checkpoints carry the image processor
 too, and a rerun with checkpoints in `--output_dir` resumes from the latest one (as LLaVA's
-train.py does).
+train.py does). A folder holding a finished model (its config.json) is refused before any work
+unless `--overwrite_output_dir` (train afresh, checkpoints not resumed) or `--resume_from_checkpoint`.
 """
 
 from __future__ import annotations
