@@ -76,7 +76,7 @@ def files(tmp_path_factory, tiny_model_dir):
     (d / "train.json").write_text("[]")
     (d / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "img.png", "text": "What?"}) + "\n")
     (d / "qint.jsonl").write_text(json.dumps({"question_id": 1, "image": "img.png", "text": 5}) + "\n")
-    dup = [{"question_id": 7, "image": "img.png", "text": t} for t in ("What?", "Where?")]
+    dup = [{"question_id": 7, "image": "img.png", "text": "What?"}] * 2  # the same question twice
     (d / "qdup.jsonl").write_text("".join(json.dumps(q) + "\n" for q in dup))
     (d / "blank.jsonl").write_text("\n\n")  # no answer at all (a torn one: tests/eval/test_submit.py)
     for verb in VERBS:  # import every verb module now: a first import may print a notice
@@ -258,7 +258,7 @@ TABLE = [
     (
         "eval",
         [*EVAL, "{d}/a.jsonl", "--question-file", "{d}/qdup.jsonl"],
-        "qdup.jsonl:2: question_id 7 repeats the question of ",
+        "qdup.jsonl:2: question_id 7 repeats the question of ",  # (an id with another text: MME's layout)
     ),
     ("eval", [*EVAL, "{d}/a.jsonl", "--temperature", "nan"], "--temperature: must be a finite number >= 0, got nan"),
     ("ask", ["ask", "--model", "{model}", "--image", "{img}", "--question", "q", "--temperature", "-1"], "got -1"),

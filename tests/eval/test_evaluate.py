@@ -218,3 +218,21 @@ def test_an_error_after_answers_is_one_line_without_the_progress_bar(tiny_model_
     err = done.stderr.splitlines()
     assert len(err) == 1 and err[0].startswith(f"voco: error: {tmp_path / 'bad.png'}: unreadable"), done.stderr
     assert len(lines(tmp_path / "a.jsonl")) == 2  # the answers before it are kept
+
+
+def test_an_id_asked_twice_with_two_texts_is_answered_twice_and_resumed(setup, tmp_path):
+    # LLaVA's MME question file: two questions per "subtask/image.png" id (the same id and text twice
+    # is refused: tests/test_cli_errors.py)
+    d, pipe = setup
+    texts = ["Is the square red? Please answer yes or no.", "Is the square blue? Please answer yes or no."]
+    questions = [{"question_id": "color/a.png", "image": "a.png", "text": t} for t in texts]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    answers = tmp_path / "a.jsonl"
+    run = dict(image_folder=d, max_new_tokens=2)
+    assert run_eval(pipe, tmp_path / "q.jsonl", answers, **run)["answered"] == 2
+    assert [a["prompt"] for a in lines(answers)] == texts
+    kept = answers.read_text().splitlines()
+    answers.write_text(kept[0] + "\n")  # as if killed after the first
+    summary = run_eval(pipe, tmp_path / "q.jsonl", answers, **run)
+    assert (summary["answered"], summary["skipped_already_answered"]) == (1, 1)
+    assert [a["prompt"] for a in lines(answers)] == texts

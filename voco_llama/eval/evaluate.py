@@ -101,7 +101,9 @@ def read_questions(path: str | Path, single_pred_prompt: bool = False) -> list[d
 
 
 def _unique(questions: list[dict], path) -> list[dict]:
-    """Each question id once (an id answered twice makes an answer file no scorer takes); ids are
+    """Each question once: a question id repeated with the same text would be answered twice, an
+    answer file no scorer takes. An id may repeat with another text (LLaVA's MME file asks two
+    questions per "subtask/image.png"): such questions are told apart by their prompt. Ids are
     strings or integers, as LLaVA's files write them. Records are named by line (JSONL) or number."""
     first: dict = {}
     for number, q in enumerate(questions, 1):
@@ -109,9 +111,11 @@ def _unique(questions: list[dict], path) -> list[dict]:
         qid = q["question_id"]
         if isinstance(qid, bool) or not isinstance(qid, (str, int)):
             raise InputError(f"{where}: question_id must be a string or an integer, got {json.dumps(qid)}")
-        if qid in first:
-            raise InputError(f"{where}: question_id {qid!r} repeats the question of {first[qid]}")
-        first[qid] = where
+        if (qid, q["prompt"]) in first:
+            raise InputError(
+                f"{where}: question_id {qid!r} repeats the question of {first[qid, q['prompt']]} (same id, same text)"
+            )
+        first[qid, q["prompt"]] = where
     return questions
 
 
@@ -125,8 +129,9 @@ def get_chunk(items: list, num_chunks: int, chunk_idx: int) -> list:
     return items[chunk_idx * size : (chunk_idx + 1) * size]
 
 
-def answered_ids(path: Path) -> set:
-    """Question ids already answered; cuts a torn last line so appending stays valid JSONL."""
+def answered_ids(path: Path, with_prompt: bool = False) -> set:
+    """Question ids already answered (``with_prompt``: (id, prompt) pairs, for files that reuse an
+    id); cuts a torn last line so appending stays valid JSONL."""
     if not path.exists():
         return set()
     data = path.read_bytes()
@@ -139,7 +144,8 @@ def answered_ids(path: Path) -> set:
     for number, line in enumerate(data.decode().splitlines(), 1):
         if line.strip():
             try:
-                done.add(json.loads(line)["question_id"])
+                answer = json.loads(line)
+                done.add((answer["question_id"], answer.get("prompt")) if with_prompt else answer["question_id"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise InputError(f"{path}:{number}: not an answer line; refusing to append to it") from None
     return done
@@ -154,7 +160,7 @@ def _start_or_resume(answers_file: Path, meta: dict, overwrite: bool) -> set:
     sidecar = meta_path(answers_file)
     if overwrite:
         answers_file.unlink(missing_ok=True)
-    done = answered_ids(answers_file)
+    done = answered_ids(answers_file, with_prompt=True)
     if done:
         if not sidecar.is_file():
             raise InputError(
@@ -263,7 +269,7 @@ def run_eval(
         "num_frames": num_frames,
     }
     done = _start_or_resume(answers_file, meta, overwrite)
-    todo = [q for q in questions if q["question_id"] not in done]
+    todo = [q for q in questions if (q["question_id"], q["prompt"]) not in done]
     batches: list[list[dict]] = []
     for q in todo:  # runs of one kind, at most batch_size long, in file order
         if batches and len(batches[-1]) < batch_size and question_kind(batches[-1][0]) == question_kind(q):
@@ -317,7 +323,7 @@ def run_eval(
                 bar.update(len(chunk))
     except KeyboardInterrupt:
         bar.leave = False
-        kept = len(answered_ids(answers_file))  # what the file holds (a torn last line cut off)
+        kept = len(answered_ids(answers_file, with_prompt=True))  # what the file holds (a torn last line cut off)
         raise Interrupted(
             f"{answers_file}: {kept} of {len(questions)} answers kept; the same command resumes"
         ) from None
