@@ -344,8 +344,16 @@ def load_start_model(margs: ModelArguments):
         raise InputError("--mm_use_im_start_end / --mm_use_im_patch_token must be False (LLaVA-1.5 uses neither)")
     if margs.compressor not in COMPRESSORS:
         raise InputError(f"--compressor {margs.compressor}: expected one of {COMPRESSORS}")
-    if margs.compressor == "voco" and margs.num_voco is not None and margs.num_voco < 1:
-        raise InputError(f"--num_voco {margs.num_voco}: must be at least 1 (K VoCo tokens per image)")
+    if (
+        margs.compressor == "voco"
+        and margs.attention_rule == "voco"
+        and margs.num_voco is not None
+        and margs.num_voco < 1
+    ):
+        # K=0 is a plain LLaVA model: --attention_rule causal (the demos' base), not a VoCo one
+        raise InputError(
+            f"--num_voco {margs.num_voco}: must be at least 1 under --attention_rule voco (K VoCo tokens per image)"
+        )
     if margs.compressor != "voco":
         margs.num_voco, margs.attention_rule = 0, "causal"  # the 1-token baselines attend causally
     if margs.attention_rule not in ("voco", "causal"):
