@@ -24,3 +24,30 @@ def tiny_model_dir(tmp_path_factory):
         return saved[key]
 
     return directory
+
+
+def interrupt_voco(argv: list[str], ready, timeout: float = 600.0) -> tuple[int, str]:
+    """Run `voco ARGV` in a subprocess, press Ctrl-C (SIGINT) once `ready()` holds; (exit code, stderr)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voco_llama.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a background job (CI, `make test &`) starts with SIGINT ignored, and Python keeps it so
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"finished before Ctrl-C: {proc.stderr.read()[-2000:]}"
+    if not ready():
+        proc.kill()
+        raise AssertionError(f"not ready after {timeout:g} s: {proc.communicate()[1][-2000:]}")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err

@@ -75,10 +75,16 @@ def files(tmp_path_factory, tiny_model_dir):
     paths["mixcache"] = d / "k4.voco"
     (d / "train.json").write_text("[]")
     (d / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "img.png", "text": "What?"}) + "\n")
+    (d / "qint.jsonl").write_text(json.dumps({"question_id": 1, "image": "img.png", "text": 5}) + "\n")
+    dup = [{"question_id": 7, "image": "img.png", "text": "What?"}] * 2  # the same question twice
+    (d / "qdup.jsonl").write_text("".join(json.dumps(q) + "\n" for q in dup))
+    (d / "blank.jsonl").write_text("\n\n")  # no answer at all (a torn one: tests/eval/test_submit.py)
     for verb in VERBS:  # import every verb module now: a first import may print a notice
         main([verb, "--help"])
     return paths
 
+
+EVAL = ["eval", "--model", "{model}", "--question-file", "{d}/q.jsonl", "--image-folder", "{d}", "--answers-file"]
 
 TABLE = [
     ("top", ["nosuchverb"], "invalid choice: 'nosuchverb'"),
@@ -211,6 +217,67 @@ TABLE = [
         + ["--num-voco-choices", "1,2", "--num_voco", "4"],
         "--num_voco 4 is not in --num_voco_choices 1,2",
     ),
+    # issue 27: a second round of bad inputs
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{model}"],
+        "tiny: holds a trained model; pass --overwrite_output_dir to replace it",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--num_voco", "0"],
+        "--num_voco 0: must be at least 1",
+    ),
+    (
+        "data check",
+        ["data", "check", "--data-path", "{d}/q.jsonl", "--image-folder", "{d}", "--model", "{model}"]
+        + ["--num_voco", "0"],
+        "argument --num_voco: must be at least 1, got 0",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{img}/run"],
+        "img.png/run: cannot write (",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--learning_rate", "-1"],
+        "--learning_rate -1: expected a finite number >= 0",
+    ),
+    (
+        "train",
+        ["train", "--model_name_or_path", "{model}", "--data_path", "{d}/train.json", "--output_dir", "{d}/run"]
+        + ["--warmup_ratio", "2"],
+        "--warmup_ratio 2.0: expected a fraction in [0, 1)",
+    ),
+    ("eval", [*EVAL, "{d}"], ": is a folder; give a file name"),
+    ("eval", [*EVAL, "{img}/a.jsonl"], "img.png/a.jsonl: cannot write ("),
+    ("eval", [*EVAL, "{d}/a.jsonl", "--question-file", "{d}/qint.jsonl"], "qint.jsonl:1: 'text' must be a string"),
+    (
+        "eval",
+        [*EVAL, "{d}/a.jsonl", "--question-file", "{d}/qdup.jsonl"],
+        "qdup.jsonl:2: question_id 7 repeats the question of ",  # (an id with another text: MME's layout)
+    ),
+    ("eval", [*EVAL, "{d}/a.jsonl", "--temperature", "nan"], "--temperature: must be a finite number >= 0, got nan"),
+    ("ask", ["ask", "--model", "{model}", "--image", "{img}", "--question", "q", "--temperature", "-1"], "got -1"),
+    ("ask", ["ask", "--model", "{model}", "--image", "{img}", "--question", "q", "--temperature", "nan"], "got nan"),
+    ("chat", ["chat", "--model", "{model}", "--image", "{img}", "--temperature", "-1"], "finite number >= 0, got -1"),
+    ("init", ["init", "--out", "/proc/voco-cannot-write/model"], "voco-cannot-write/model: cannot write ("),
+    ("serve", ["serve", "--model", "{model}", "--port", "-1"], "--port: must be 0 (any free port) to 65535, got -1"),
+    ("serve", ["serve", "--model", "{model}", "--port", "70000"], "to 65535, got 70000"),
+    ("serve", ["serve", "--model", "{model}", "--cache-dir", "{img}"], "img.png: is a file; give a folder"),
+    ("bench", ["bench", "--preset", "bogus", "--out", "{d}/bench"], "argument --preset: invalid choice: 'bogus'"),
+    ("bench", ["bench", "--layers", "0", "--out", "{d}/bench"], "argument --layers: must be at least 1, got 0"),
+    ("bench", ["bench", "--preset", "tiny", "--out", "{img}/bench"], "img.png/bench: cannot write ("),
+    ("bench-train", ["bench-train", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    ("bench-train", ["bench-train", "--images", "-1"], "argument --images: must be at least 1, got -1"),
+    (
+        "submit",
+        ["submit", "gqa", "--answers-file", "{d}/blank.jsonl", "--questions", "{d}/q.jsonl", "--out", "{d}/p.json"],
+        "blank.jsonl: no answer to any question of",
+    ),
 ]
 
 
@@ -241,6 +308,23 @@ def test_help_is_fast_and_imports_no_verb(tmp_path):
     assert wall < 1.0, f"voco --help took {wall:.2f} s (in-process {float(seconds):.2f} s)"
     for verb in VERBS:
         assert verb in out
+
+
+# `voco VERB --help` builds the verb's parser without importing torch (or transformers); the verbs
+# left out still do: train's parser is transformers' TrainingArguments, and data check, serve and
+# the benches define torch-backed classes in the modules that hold their parsers
+LIGHT_HELP = ("init", "convert", "compress", "ask", "chat", "eval", "score", "retention", "submit", "demo")
+
+
+@pytest.mark.parametrize("verb", LIGHT_HELP)
+def test_verb_help_imports_no_torch(verb):
+    code = (
+        "import sys, contextlib, io; from voco_llama.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()) as out: code = main([{verb!r}, '--help'])\n"
+        "print(code, 'usage: voco' in out.getvalue(), 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "True", "False", "False"], out
 
 
 def test_version(capsys):

@@ -9,7 +9,8 @@
 
 This is the one place where bad input becomes an exit code: any `InputError` (a missing or
 unreadable file, a bad record or field, a cache from another model, a bad flag) prints one line on
-stderr, `voco: error: ...`, and exits with code 2.
+stderr, `voco: error: ...`, and exits with code 2; Ctrl-C prints one line, `voco: interrupted...`,
+and exits with code 130.
 
 Only the module of the verb that runs is imported (`VERBS`), so `voco --help` and every verb start
 without paying for the others' imports. Every parser is a `VocoArgumentParser`: help shows each
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"voco: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl-C: one line (an `Interrupted` says what was kept), not a traceback
+        print(f"voco: interrupted: {stop}" if str(stop) else "voco: interrupted", file=sys.stderr)
+        return 130
     except SystemExit as done:  # --help, --version (and `voco train`'s own parser): a code, not an exit
         return done.code if isinstance(done.code, int) else 0 if done.code is None else 1
     return result if isinstance(result, int) else 0

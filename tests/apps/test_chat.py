@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from voco_llama.apps.chat import COMMANDS, ChatSession, _TimedStreamer, run_chat
+from voco_llama.apps.chat import COMMANDS, ChatSession, run_chat, timed_streamer
 from voco_llama.core.pipeline import VoCoPipeline
 
 
@@ -74,7 +74,7 @@ def test_streamed_answer_has_no_leading_space(tiny_model_dir):
     ids = pipe.tokenizer(" yes no", add_special_tokens=False).input_ids
     assert pipe.tokenizer.decode(ids[:1]).startswith(" ")  # the tokenizer's own word-start space
     out = io.StringIO()
-    streamer = _TimedStreamer(pipe.tokenizer, out)
+    streamer = timed_streamer(pipe.tokenizer, out)
     for token in ids:
         streamer.put(torch.tensor([token]))
     streamer.end()

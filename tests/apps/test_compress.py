@@ -42,3 +42,28 @@ def test_stale_or_damaged_caches_are_compressed_again(tmp_path, tiny_model_dir, 
         assert all((a - b).abs().max() < 1e-6 for a, b in zip(cache.keys + cache.values, fresh.keys + fresh.values))
     assert main(["compress", "--model", model, *run[1:]]) == 0
     assert "0 compressed, 4 already done" in capsys.readouterr().out
+
+
+def test_ctrl_c_is_one_line_saying_what_was_kept_exit_130(tmp_path, tiny_model_dir):
+    from ..conftest import interrupt_voco
+
+    images, out = tmp_path / "imgs", tmp_path / "caches"
+    images.mkdir()
+    n = 400  # far more than get compressed before the signal
+    for i in range(n):
+        Image.new("RGB", (40, 30), (i % 256, 100, 50)).save(images / f"{i:03d}.png")
+
+    def two_written():
+        return out.is_dir() and sum(p.suffix == ".voco" for p in out.iterdir()) >= 2
+
+    argv = ["compress", "--model", str(tiny_model_dir()), "--images", str(images), "--out", str(out)]
+    code, err = interrupt_voco([*argv, "--batch-size", "1"], two_written)
+    kept = sorted(out.glob("*.voco"))
+    assert code == 130
+    assert err.splitlines() == [
+        f"voco: interrupted: {out}: {len(kept)} of {n} images compressed and kept; the same command resumes"
+    ], err
+    assert 2 <= len(kept) < n
+    fingerprint = VoCoPipeline.from_pretrained(tiny_model_dir()).model.fingerprint()
+    for path in kept:  # every file left is a whole cache
+        VoCoCache.load(path, expected_fingerprint=fingerprint)

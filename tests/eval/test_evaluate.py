@@ -9,7 +9,9 @@ from PIL import Image
 from voco_llama.cli import main
 from voco_llama.core.pipeline import VoCoPipeline
 from voco_llama.core.presets import build_model
-from voco_llama.eval.evaluate import get_chunk, run_eval
+from voco_llama.eval.evaluate import answered_ids, get_chunk, run_eval
+
+from ..conftest import interrupt_voco
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +182,57 @@ def test_llava_scienceqa_question_file(setup, tmp_path):
     assert got[1]["prompt"] == "Which is a mammal?\nA. cat\nB. fish" + instruction
     asked = pipe.ask("Which colour?\nA. red\nB. blue" + instruction, images=[tmp_path / "a.png"], max_new_tokens=2)
     assert got[0]["text"] == asked.text
+
+
+def test_ctrl_c_is_one_line_saying_what_was_kept_exit_130(tiny_model_dir, tmp_path):
+    Image.new("RGB", (40, 32), (200, 20, 20)).save(tmp_path / "a.png")
+    n = 3000  # far more than get answered before the signal
+    questions = [{"question_id": i, "image": "a.png", "text": f"Question {i}?"} for i in range(n)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    answers = tmp_path / "a.jsonl"
+
+    def two_batches_written():
+        return answers.exists() and answers.read_text().count("\n") >= 2
+
+    argv = eval_args(tiny_model_dir(), tmp_path, "--batch-size", "1")
+    code, err = interrupt_voco(argv, two_batches_written)
+    kept = len(answered_ids(answers))
+    assert code == 130
+    assert err.splitlines() == [
+        f"voco: interrupted: {answers}: {kept} of {n} answers kept; the same command resumes"
+    ], err
+    assert 2 <= kept < n and len(lines(answers)) == kept
+
+
+def test_an_error_after_answers_is_one_line_without_the_progress_bar(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    Image.new("RGB", (40, 32), (200, 20, 20)).save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    questions = [{"question_id": i, "image": img, "text": "Q?"} for i, img in enumerate(["a.png", "a.png", "bad.png"])]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    argv = eval_args(tiny_model_dir(), tmp_path, "--batch-size", "1")
+    done = subprocess.run([sys.executable, "-m", "voco_llama.cli", *argv], capture_output=True, text=True)
+    assert done.returncode == 2
+    err = done.stderr.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"voco: error: {tmp_path / 'bad.png'}: unreadable"), done.stderr
+    assert len(lines(tmp_path / "a.jsonl")) == 2  # the answers before it are kept
+
+
+def test_an_id_asked_twice_with_two_texts_is_answered_twice_and_resumed(setup, tmp_path):
+    # LLaVA's MME question file: two questions per "subtask/image.png" id (the same id and text twice
+    # is refused: tests/test_cli_errors.py)
+    d, pipe = setup
+    texts = ["Is the square red? Please answer yes or no.", "Is the square blue? Please answer yes or no."]
+    questions = [{"question_id": "color/a.png", "image": "a.png", "text": t} for t in texts]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    answers = tmp_path / "a.jsonl"
+    run = dict(image_folder=d, max_new_tokens=2)
+    assert run_eval(pipe, tmp_path / "q.jsonl", answers, **run)["answered"] == 2
+    assert [a["prompt"] for a in lines(answers)] == texts
+    kept = answers.read_text().splitlines()
+    answers.write_text(kept[0] + "\n")  # as if killed after the first
+    summary = run_eval(pipe, tmp_path / "q.jsonl", answers, **run)
+    assert (summary["answered"], summary["skipped_already_answered"]) == (1, 1)
+    assert [a["prompt"] for a in lines(answers)] == texts

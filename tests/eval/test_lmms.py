@@ -206,3 +206,22 @@ def test_model_args(bundle, docs):
     assert lm.cache_store.caches[next(iter(lm.cache_store.caches))].num_voco == 1
     with pytest.raises(InputError, match=r"^K=4: this model was trained with K in \{1, 2\}$"):
         VoCoLlava(pretrained=str(bundle), num_voco="4")
+
+
+def test_the_one_documented_command_installs_lmms_eval():
+    # issue 27 item 12: `pip install "voco-llama[lmms]"` cannot bring lmms-eval (pip has no per-requirement
+    # --no-deps), so the README names one command, `make lmms`, that installs both; this checks it does
+    import importlib.util
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    assert "lmms-eval: one command, `make lmms`" in readme
+    assert '`pip install\n"voco-llama[lmms]"` alone gives no lmms-eval' in readme
+    pinned = re.search(r"pip install --no-deps (lmms-eval==[\d.]+)", readme).group(1)
+    for target in ("lmms", "install"):
+        plan = subprocess.run(["make", "-n", "-B", target], cwd=root, capture_output=True, text=True, check=True)
+        assert f'pip install -q --no-deps "{pinned}"' in plan.stdout, plan.stdout
+    assert importlib.util.find_spec("lmms_eval") is not None  # and the venv `make install` built has it

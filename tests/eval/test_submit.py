@@ -92,3 +92,19 @@ def test_submission_refuses_unknown_and_repeated_answers(tmp_path, write_jsonl, 
     err = capsys.readouterr().err
     assert "no submission format for 'pope'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("bench", ["vqav2", "gqa", "seed"])
+def test_submission_without_one_parsed_answer_is_refused(tmp_path, write_jsonl, bench, capsys):
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"question_id": 1}, {"question_id": 2}])
+    torn = tmp_path / "ans.jsonl"
+    torn.write_text('{"question_id": 1, "text": "y')  # its only line does not parse
+    out = tmp_path / "up.json"
+    assert main(["submit", bench, "--answers-file", str(torn), "--questions", str(questions), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"voco: error: {torn}: no answer to any question of {questions}; nothing to submit", err
+    assert not out.exists()
+    # one parsed answer: written, the other question counted in a warning
+    good = write_jsonl(tmp_path / "good.jsonl", [{"question_id": 2, "text": "yes"}])
+    assert main(["submit", bench, "--answers-file", str(good), "--questions", str(questions), "--out", str(out)]) == 0
+    assert "1 of 2 questions have no answer" in capsys.readouterr().err

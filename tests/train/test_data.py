@@ -394,3 +394,20 @@ def test_draw_num_voco_is_uniform():
     counts = [drawn.count(k) for k in (1, 2, 4, 8, 16)]
     # 4,000 expected each; one binomial standard error is 57
     assert all(abs(c - 4000) < 4 * 57 for c in counts), counts
+
+
+def test_data_check_prints_no_transformers_warning(tmp_path, tiny_model_dir):
+    # issue 27 item 9: transformers' "You are using a model of type voco_llava ..." came on every run
+    import subprocess
+    import sys
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "img.png")
+    record = {"id": "a", "image": "img.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"}]}
+    record["conversations"].append({"from": "gpt", "value": "red"})
+    (tmp_path / "d.json").write_text(json.dumps([record]))
+    argv = ["data", "check", "--data_path", str(tmp_path / "d.json"), "--image_folder", str(tmp_path)]
+    for source in (["--model", str(tiny_model_dir())], ["--tokenizer", str(tiny_model_dir())]):
+        done = subprocess.run([sys.executable, "-m", "voco_llama.cli", *argv, *source], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        assert done.stdout.startswith(f"{tmp_path / 'd.json'}: 1 records, 1 good")

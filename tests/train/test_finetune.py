@@ -3,6 +3,7 @@ LLaVA parts, and kill-and-resume (the multi-process engines: test_engines.py).""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,6 +369,25 @@ def test_start_from_llm_vision_tower_and_projector(world, tmp_path):
     for k, v in llm.state_dict().items():
         ours = got["lm_head.weight" if k == "lm_head.weight" else "model.language_model." + k[len("model.") :]]
         assert torch.equal(ours[: v.shape[0]], v), k
+
+
+def test_rerun_over_a_trained_model_is_refused_before_any_work(world, trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", *base_args(world, run), "--max_steps", "1"]) == 2  # checkpoint-32 is there too
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"voco: error: {run}: holds a trained model; pass --overwrite_output_dir to replace it "
+        "(or --resume_from_checkpoint CHECKPOINT to continue from one of its checkpoints)"
+    ]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # asked for, the folder is trained afresh (its checkpoint not resumed): one step, new weights
+    argv = ["--max_steps", "1", "--save_strategy", "no", "--overwrite_output_dir", "True"]
+    assert main(["train", *base_args(world, run), *argv]) == 0
+    assert len(losses(run)) == 1
+    assert (run / "model.safetensors").read_bytes() != before[run / "model.safetensors"]
 
 
 # ---- kill -9 and resume ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ..core.errors import InputError, positive_float, positive_int
+from ..core.errors import InputError, non_negative_float, positive_float, positive_int
 from ..core.pipeline import ROUTES
 
 
@@ -67,6 +67,6 @@ def register_cli(subparsers) -> None:
         "a cache answers at its own K)",
     )
     p.add_argument("--max-new-tokens", type=positive_int, default=128, help="at most this many answer tokens")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0: greedy decoding")
     p.add_argument("--json", action="store_true", help="print answer, token ids and their log-probabilities")
     p.set_defaults(func=_ask_command)

@@ -12,35 +12,35 @@ from __future__ import annotations
 import sys
 import time
 
-from transformers import TextStreamer
-
-from ..core.cache import kv_bytes
-from ..core.errors import InputError, positive_int
-from ..core.processing import place_images
+from ..core.errors import InputError, non_negative_float, positive_int
 
 COMMANDS = "commands: /image PATH, /video PATH, /stats, /save FILE, /reset, /quit (or Ctrl-D)"
 
 
-class _TimedStreamer(TextStreamer):
-    """Prints tokens as they come (without the space a tokenizer puts before the first word, as the
-    final answer has none) and remembers when the first one arrived."""
+def timed_streamer(tokenizer, out):
+    """A transformers TextStreamer that prints tokens as they come (without the space a tokenizer
+    puts before the first word, as the final answer has none) and remembers when the first one
+    arrived (`.first`). Built here so that `voco chat --help` imports no transformers."""
+    from transformers import TextStreamer
 
-    def __init__(self, tokenizer, out):
-        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
-        self.first = None
-        self.out = out
-        self.started = False
+    class TimedStreamer(TextStreamer):
+        def __init__(self):
+            super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+            self.first = None
+            self.started = False
 
-    def put(self, value):
-        if self.first is None:
-            self.first = time.perf_counter()
-        super().put(value)
+        def put(self, value):
+            if self.first is None:
+                self.first = time.perf_counter()
+            super().put(value)
 
-    def on_finalized_text(self, text: str, stream_end: bool = False):
-        if not self.started:
-            text = text.lstrip()
-            self.started = bool(text)
-        print(text, end="" if not stream_end else "\n", flush=True, file=self.out)
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            if not self.started:
+                text = text.lstrip()
+                self.started = bool(text)
+            print(text, end="" if not stream_end else "\n", flush=True, file=out)
+
+    return TimedStreamer()
 
 
 class ChatSession:
@@ -73,7 +73,9 @@ class ChatSession:
         )
 
     def ask(self, question: str) -> str:
-        streamer = _TimedStreamer(self.pipe.tokenizer, self.out)
+        from ..core.processing import place_images
+
+        streamer = timed_streamer(self.pipe.tokenizer, self.out)
         start = time.perf_counter()
         answer = self.pipe.ask(
             question,
@@ -95,6 +97,8 @@ class ChatSession:
         return answer.text
 
     def stats_line(self) -> str:
+        from ..core.cache import kv_bytes
+
         config = self.pipe.model.config
         element = self.cache.keys[0].element_size()
         full = kv_bytes(config, self.cache.num_groups * (config.num_vision_tokens + self.cache.num_voco), element)
@@ -177,5 +181,5 @@ def register_cli(subparsers) -> None:
         help="K: <voco> tokens per image or frame, one the model was trained with (default: the model's)",
     )
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="at most this many tokens per answer")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0: greedy decoding")
     p.set_defaults(func=_chat_command)

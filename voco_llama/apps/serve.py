@@ -9,6 +9,7 @@ Binds to 127.0.0.1 unless told otherwise; --port 0 takes a free port (printed).
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import socket
@@ -16,8 +17,17 @@ import sys
 from pathlib import Path
 
 from ..core.errors import InputError, positive_int
+from ..core.files import check_folder_target
 from ..serve.protocol import Limits
 from ..serve.store import size_arg
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    value = int(text)  # not a number: argparse says "invalid _port value"
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 (any free port) to 65535, got {value}")
+    return value
 
 
 def build_server(args):
@@ -60,6 +70,8 @@ def _serve_command(args) -> int:
 
     if args.allowed_local_media_path and not Path(args.allowed_local_media_path).is_dir():
         raise InputError(f"--allowed-local-media-path {args.allowed_local_media_path}: not a folder")
+    if args.cache_dir:
+        check_folder_target(args.cache_dir)  # a file, or under one: one line before the model loads
     logging.basicConfig(level=logging.WARNING, format="voco serve: %(message)s")
     try:
         loopback = ipaddress.ip_address(socket.gethostbyname(args.host)).is_loopback
@@ -92,7 +104,7 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("serve", help="OpenAI-compatible server answering from VoCo caches")
     p.add_argument("--model", required=True)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
+    p.add_argument("--port", type=_port, default=8000, help="0: any free port (printed)")
     p.add_argument(
         "--num-voco",
         type=positive_int,

@@ -60,8 +60,9 @@ from transformers import DynamicCache, LlamaConfig
 
 from ..core.attention import CONTEXT, VISION, TokenLabels, layout_positions
 from ..core.cache import kv_bytes
-from ..core.files import pyplot, write_png
-from ..core.presets import build_model, llava15_geometry, load_bundle
+from ..core.errors import positive_int
+from ..core.files import check_folder_target, pyplot, write_png
+from ..core.presets import PRESETS, build_model, llava15_geometry, load_bundle
 from ..core.processing import encode_prompts, question_prompt
 
 # LLaVA-1.5's short-answer evaluation prompt (GQA / VQAv2 style).
@@ -682,6 +683,7 @@ def plot(result: dict, out: Path) -> list[Path]:
 
 def _bench_command(args) -> int:
     out = Path(args.out)
+    check_folder_target(out)  # a file, or under one: one line before any work
     if args.quick:
         settings = Settings(repeats=3, warmup=1, decode_steps=3, ks=(1, 4), frames=(1, 2), sweep_repeats=1)
     else:
@@ -717,13 +719,14 @@ def register_cli(subparsers) -> None:
     source.add_argument(
         "--preset",
         default="llava15-geometry",
-        help="llava15-geometry (default: random weights, LLaVA-1.5's 576-token shape) or a presets.py name",
+        choices=sorted(PRESETS),
+        help="llava15-geometry (default: random weights, LLaVA-1.5's 576-token shape) or another preset",
     )
-    p.add_argument("--hidden", type=int, default=512, help="LM width of llava15-geometry")
-    p.add_argument("--layers", type=int, default=4, help="LM (and vision) depth of llava15-geometry")
-    p.add_argument("--repeats", type=int, default=10, help="warm repeats for Table 7 timings")
-    p.add_argument("--max-frames", type=int, help="largest number of frames in the frames sweep (default 64)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own default)")
+    p.add_argument("--hidden", type=positive_int, default=512, help="LM width of llava15-geometry")
+    p.add_argument("--layers", type=positive_int, default=4, help="LM (and vision) depth of llava15-geometry")
+    p.add_argument("--repeats", type=positive_int, default=10, help="warm repeats for Table 7 timings")
+    p.add_argument("--max-frames", type=positive_int, help="largest number of frames in the frames sweep (default 64)")
+    p.add_argument("--threads", type=positive_int, help="torch.set_num_threads (default: torch's own default)")
     p.add_argument("--quick", action="store_true", help="few repeats, small sweeps (tests)")
     p.add_argument("--out", default="runs/bench")
     p.set_defaults(func=_bench_command)

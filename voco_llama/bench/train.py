@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.errors import InputError
+from ..core.errors import InputError, positive_int
 
 BENCH_VARIANTS = ("causal", "streams", "mask")
 GOAL_FROM = 2048  # the goals hold at this sequence length and up
@@ -227,13 +227,13 @@ def register_cli(subparsers) -> None:
         "bench-train", help="step time, peak memory, attention FLOPs of a training step: stock causal vs the VoCo rule"
     )
     b.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    b.add_argument("--hidden", type=int, help="LM width (llava15-geometry: default 512)")
-    b.add_argument("--layers", type=int, help="LM depth (llava15-geometry: LM and vision, default 4)")
-    b.add_argument("--heads", type=int, help="attention heads (LLaMA-7B: 32 of 128)")
-    b.add_argument("--seq", type=int, nargs="+", default=[512, 2048, 4096], help="sequence lengths")
-    b.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after one warm-up)")
-    b.add_argument("--num-voco", type=int, default=1)
-    b.add_argument("--images", type=int, default=1, help="images at the start of the row")
+    b.add_argument("--hidden", type=positive_int, help="LM width (llava15-geometry: default 512)")
+    b.add_argument("--layers", type=positive_int, help="LM depth (llava15-geometry: LM and vision, default 4)")
+    b.add_argument("--heads", type=positive_int, help="attention heads (LLaMA-7B: 32 of 128)")
+    b.add_argument("--seq", type=positive_int, nargs="+", default=[512, 2048, 4096], help="sequence lengths")
+    b.add_argument("--steps", type=positive_int, default=5, help="timed steps per measurement (after one warm-up)")
+    b.add_argument("--num-voco", type=positive_int, default=1)
+    b.add_argument("--images", type=positive_int, default=1, help="images at the start of the row")
     b.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2"], help="kernel of causal/streams")
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     b.set_defaults(func=_bench_command)

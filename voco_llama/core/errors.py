@@ -1,17 +1,26 @@
 """The one error type users see: `InputError` (bad input: a missing or unreadable file, a record
 or field that is wrong, a cache made by another model, a flag out of range). The `voco` command
 turns it into one line on stderr and exit code 2 (cli.py); every user-facing failure derives from it.
+`Interrupted` is Ctrl-C with a line saying what was kept (exit code 130).
 
 `positive_int` / `positive_float` are the argparse types of counts and rates: 0 or less is refused
-on the command line instead of silently meaning "the default" somewhere below."""
+on the command line instead of silently meaning "the default" somewhere below; `non_negative_float`
+that of a temperature (0 is greedy)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 
 class InputError(ValueError):
     """Bad user input, named in the message (file, record or field): exit code 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in a verb that keeps its work: the message says what was kept and how to resume. The
+    `voco` command prints it as one line, `voco: interrupted: ...`, and exits with code 130 (a bare
+    KeyboardInterrupt gets `voco: interrupted`)."""
 
 
 def positive_int(text: str) -> int:
@@ -25,4 +34,12 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (a sampling temperature: 0 is greedy); -1, nan and inf are refused."""
+    value = float(text)  # not a number: argparse says "invalid non_negative_float value"
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value

@@ -51,17 +51,19 @@ def check_folder_target(path: str | Path, overwrite: bool = True) -> None:
         raise InputError(f"{path}: is a file; give a folder")
     if not overwrite and path.is_dir() and any(path.iterdir()):
         raise InputError(f"{path}: folder is not empty; pass --overwrite to write over what it holds")
-    _check_writable_parent(path / "x")
+    _check_writable_parent(path / "x", shown=path)
 
 
-def _check_writable_parent(path: Path) -> None:
+def _check_writable_parent(path: Path, shown: Path | None = None) -> None:
+    """The nearest existing folder above `path` is a writable folder; errors name `shown` (or `path`)."""
+    shown = path if shown is None else shown
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise InputError(f"{path}: cannot write ({parent} is not a folder)")
+        raise InputError(f"{shown}: cannot write ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write ({parent} is not writable)")
+        raise InputError(f"{shown}: cannot write ({parent} is not writable)")
 
 
 def write_json_atomic(path: str | Path, data, indent: int | None = 2) -> None:

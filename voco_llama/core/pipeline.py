@@ -14,14 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
-from .cache import VoCoCache, group_num_voco
 from .presets import load_bundle
-from .processing import encode_prompts, load_image, process_images, question_prompt
-from .video import read_video
+
+if TYPE_CHECKING:
+    import torch
+
+    from .cache import VoCoCache
+
+# The torch-backed modules are imported by the calls that use them, so ROUTES (`voco ask --help`)
+# costs no torch import.
 
 ROUTES = ("cache", "masked", "full", "none")  # how `ask` reaches the image: see the module docstring
 
@@ -43,6 +48,8 @@ class VoCoPipeline:
         return cls(*load_bundle(directory, dtype=dtype, device=device), **kwargs)
 
     def pixels(self, images: list[str | Path | Image.Image]) -> torch.Tensor:
+        from .processing import load_image, process_images
+
         images = [im if isinstance(im, Image.Image) else load_image(im) for im in images]
         return process_images(images, self.image_processor, self.image_aspect_ratio)
 
@@ -53,9 +60,13 @@ class VoCoPipeline:
         self, video: str | Path, num_frames: int | None = 8, fps: float | None = None, num_voco: int | None = None
     ) -> VoCoCache:
         """One cache holding every sampled frame, each compressed alone, in time order."""
+        from .video import read_video
+
         return self.compress(read_video(video, num_frames, fps), num_voco=num_voco)
 
     def load_cache(self, path: str | Path) -> VoCoCache:
+        from .cache import VoCoCache
+
         return VoCoCache.load(path, expected_fingerprint=self.model.fingerprint())
 
     def ask(
@@ -79,6 +90,9 @@ class VoCoPipeline:
         for a single image, all the frames of a video). `num_voco`: K of the images compressed or
         passed (routes masked, full: one K, or one per image); each must be one the model was trained
         with. `history`: earlier turns of a chat."""
+        from .cache import group_num_voco
+        from .processing import question_prompt
+
         single = isinstance(questions, str)
         questions = [questions] if single else list(questions)
         if route not in ROUTES:
@@ -112,6 +126,9 @@ class VoCoPipeline:
         group of `cache` (route "cache") or per image (routes "masked", "full"), in prompt order.
         `max_new_tokens` may be one limit per prompt, so requests with different limits share a
         batch (`voco serve`): the batch runs to the largest and each answer stops at its own."""
+        from .cache import group_num_voco
+        from .processing import encode_prompts
+
         limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
         num_voco = group_num_voco(cache) if cache is not None else num_voco  # each cached group at its own K
         batch = encode_prompts(prompts, self.tokenizer, self.model.config, num_voco=num_voco)

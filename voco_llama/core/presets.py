@@ -11,13 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
-
 from .conversation import IMAGE_PLACEHOLDER, TEMPLATES, VOCO_PLACEHOLDER
 from .errors import InputError
-from .modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
-from .tokenizer import build_tokenizer
+
+# torch, transformers and the model classes are imported where a model is built or loaded, so the
+# preset names (`voco init --help`, `voco bench --help`) cost no torch import
 
 
 @dataclass(frozen=True)
@@ -99,6 +97,12 @@ def image_processor_for(vision: str, image_size: int):
 
 def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **overrides):
     """A randomly initialised model, its tokenizer and image processor."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
+
+    from .modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
+    from .tokenizer import build_tokenizer
+
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if overrides:
         p = Preset(**{**p.__dict__, **overrides})
@@ -152,9 +156,12 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
 
 def save_bundle(directory: str | Path, model, tokenizer, image_processor) -> Path:
     directory = Path(directory)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    image_processor.save_pretrained(directory)
+    try:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        image_processor.save_pretrained(directory)
+    except OSError as err:  # a read-only place (which os.access cannot tell root), a full disk
+        raise InputError(f"{directory}: cannot write ({err.strerror or err})") from None
     return directory
 
 
@@ -185,6 +192,10 @@ def load_tokenizer(directory: Path):
             f"{directory}: no tokenizer (tokenizer.json or tokenizer.model); save the processor or "
             "tokenizer into the folder beside the model (processor.save_pretrained(DIR))"
         )
+    from transformers import AutoTokenizer
+
+    from . import modeling  # noqa: F401  (registers "voco_llava" with AutoConfig: no "model of type" warning)
+
     try:
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, TypeError) as err:
@@ -192,6 +203,8 @@ def load_tokenizer(directory: Path):
 
 
 def load_image_processor(directory: Path):
+    from transformers import AutoImageProcessor
+
     try:
         return AutoImageProcessor.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, TypeError) as err:
@@ -205,6 +218,10 @@ def load_bundle(
 ):
     """(model, tokenizer, image_processor) from a directory written by `save_bundle` or Trainer.
     `config_overrides` change the config before the weights load (new modules start fresh)."""
+    import torch
+
+    from .modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
+
     directory = local_dir(directory, "model")
     model_type = read_config(directory).get("model_type")
     if model_type == "llava":

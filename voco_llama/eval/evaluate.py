@@ -33,13 +33,15 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from ..core.cache import VoCoCache
-from ..core.errors import InputError, positive_int
-from ..core.files import write_json_atomic
-from ..core.video import read_video
+from ..core.errors import InputError, Interrupted, non_negative_float, positive_int
+from ..core.files import check_file_target, write_json_atomic
+
+if TYPE_CHECKING:
+    from ..core.cache import VoCoCache
 
 # eval modes (the names users type) -> the pipeline's answering routes; one table for eval and lmms-eval
 MODES = {"voco": "cache", "masked": "masked", "full": "full", "none": "none"}
@@ -54,6 +56,8 @@ def _science_question(record, path, number: int, single_pred_prompt: bool) -> di
         qid, text = record["id"], record["conversations"][0]["value"]
     except (KeyError, IndexError, TypeError):
         raise InputError(f"{path}: record {number}: a question needs 'id' and 'conversations'") from None
+    if not isinstance(text, str):
+        raise InputError(f"{path}: record {number}: the question's 'value' must be a string")
     text = text.replace("<image>", "").strip()
     if single_pred_prompt:
         text += "\n" + SINGLE_PRED_PROMPT
@@ -75,7 +79,9 @@ def read_questions(path: str | Path, single_pred_prompt: bool = False) -> list[d
             records = json.loads(raw)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}: not valid JSON ({err.msg})") from None
-        return [_science_question(r, path, n, single_pred_prompt) for n, r in enumerate(records, 1)]
+        if not isinstance(records, list):
+            raise InputError(f"{path}: expected a JSON list of questions")
+        return _unique([_science_question(r, path, n, single_pred_prompt) for n, r in enumerate(records, 1)], path)
     questions = []
     for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
@@ -86,9 +92,30 @@ def read_questions(path: str | Path, single_pred_prompt: bool = False) -> list[d
             raise InputError(f"{path}:{number}: not valid JSON") from None
         if not isinstance(question, dict) or "question_id" not in question or "text" not in question:
             raise InputError(f"{path}:{number}: a question needs 'question_id' and 'text'")
+        if not isinstance(question["text"], str):
+            raise InputError(f"{path}:{number}: 'text' must be a string, got {type(question['text']).__name__}")
         if single_pred_prompt:
             question["text"] += "\n" + SINGLE_PRED_PROMPT
-        questions.append({**question, "prompt": question["text"]})
+        questions.append({**question, "prompt": question["text"], "_where": f"{path}:{number}"})
+    return _unique(questions, path)
+
+
+def _unique(questions: list[dict], path) -> list[dict]:
+    """Each question once: a question id repeated with the same text would be answered twice, an
+    answer file no scorer takes. An id may repeat with another text (LLaVA's MME file asks two
+    questions per "subtask/image.png"): such questions are told apart by their prompt. Ids are
+    strings or integers, as LLaVA's files write them. Records are named by line (JSONL) or number."""
+    first: dict = {}
+    for number, q in enumerate(questions, 1):
+        where = q.pop("_where", f"{path}: record {number}")
+        qid = q["question_id"]
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+            raise InputError(f"{where}: question_id must be a string or an integer, got {json.dumps(qid)}")
+        if (qid, q["prompt"]) in first:
+            raise InputError(
+                f"{where}: question_id {qid!r} repeats the question of {first[qid, q['prompt']]} (same id, same text)"
+            )
+        first[qid, q["prompt"]] = where
     return questions
 
 
@@ -102,8 +129,9 @@ def get_chunk(items: list, num_chunks: int, chunk_idx: int) -> list:
     return items[chunk_idx * size : (chunk_idx + 1) * size]
 
 
-def answered_ids(path: Path) -> set:
-    """Question ids already answered; cuts a torn last line so appending stays valid JSONL."""
+def answered_ids(path: Path, with_prompt: bool = False) -> set:
+    """Question ids already answered (``with_prompt``: (id, prompt) pairs, for files that reuse an
+    id); cuts a torn last line so appending stays valid JSONL."""
     if not path.exists():
         return set()
     data = path.read_bytes()
@@ -116,7 +144,8 @@ def answered_ids(path: Path) -> set:
     for number, line in enumerate(data.decode().splitlines(), 1):
         if line.strip():
             try:
-                done.add(json.loads(line)["question_id"])
+                answer = json.loads(line)
+                done.add((answer["question_id"], answer.get("prompt")) if with_prompt else answer["question_id"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise InputError(f"{path}:{number}: not an answer line; refusing to append to it") from None
     return done
@@ -131,7 +160,7 @@ def _start_or_resume(answers_file: Path, meta: dict, overwrite: bool) -> set:
     sidecar = meta_path(answers_file)
     if overwrite:
         answers_file.unlink(missing_ok=True)
-    done = answered_ids(answers_file)
+    done = answered_ids(answers_file, with_prompt=True)
     if done:
         if not sidecar.is_file():
             raise InputError(
@@ -184,6 +213,8 @@ class CacheStore:
         self.reused += len(keys) - len(missing)
         for key in keys:
             self.caches.move_to_end(key)
+        from ..core.cache import VoCoCache
+
         result = VoCoCache.cat([self.caches[key] for key in keys])
         while len(self.caches) > self.capacity:
             self.caches.popitem(last=False)
@@ -211,12 +242,15 @@ def run_eval(
     """Answer a question file. A question with "video" instead of "image" (a video file or a folder
     of frames) is answered over `num_frames` frames, each its own compression group; one with
     neither from its text alone. Consecutive questions of one kind share a batch."""
+    from ..core.video import read_video
+
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
     if not 0 <= chunk_idx < num_chunks:
         raise InputError(f"--chunk-idx {chunk_idx}: must be in 0..{num_chunks - 1} (--num-chunks {num_chunks})")
-    questions = get_chunk(read_questions(question_file, single_pred_prompt), num_chunks, chunk_idx)
     answers_file = Path(answers_file)
+    check_file_target(answers_file)
+    questions = get_chunk(read_questions(question_file, single_pred_prompt), num_chunks, chunk_idx)
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": "voco-eval/1",
@@ -235,7 +269,7 @@ def run_eval(
         "num_frames": num_frames,
     }
     done = _start_or_resume(answers_file, meta, overwrite)
-    todo = [q for q in questions if q["question_id"] not in done]
+    todo = [q for q in questions if (q["question_id"], q["prompt"]) not in done]
     batches: list[list[dict]] = []
     for q in todo:  # runs of one kind, at most batch_size long, in file order
         if batches and len(batches[-1]) < batch_size and question_kind(batches[-1][0]) == question_kind(q):
@@ -244,45 +278,60 @@ def run_eval(
             batches.append([q])
     store = CacheStore(pipe, num_voco, num_frames)
     folder = Path(image_folder)
+    for q in todo:  # every image and video is there before the first answer
+        kind = question_kind(q)
+        if kind != "text" and mode != "none" and not os.path.exists(folder / q[kind]):
+            raise InputError(f"{folder / q[kind]}: {kind} not found (question {q['question_id']})")
     start = time.perf_counter()
-    with open(answers_file, "a") as out, tqdm(total=len(todo), desc=f"eval {mode}", unit="q") as bar:
-        for chunk in batches:
-            kind = question_kind(chunk[0])
-            route = MODES[mode] if kind != "text" else "none"
-            images = [str(folder / q[kind]) for q in chunk] if route != "none" else None
-            for path in dict.fromkeys(images or []):
-                if not os.path.exists(path):
-                    raise InputError(f"{path}: {kind} not found (question {chunk[images.index(path)]['question_id']})")
-            cache = store.get(images, videos=kind == "video") if route == "cache" else None
-            if kind == "video" and route in ("masked", "full"):
-                images = [frame for path in images for frame in read_video(path, num_frames)]
-            answers = pipe.ask(
-                [q["text"] for q in chunk],
-                cache=cache,
-                images=images,
-                route=route,
-                num_voco=num_voco,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-            )
-            for q, a in zip(chunk, answers):
-                out.write(
-                    json.dumps(
-                        {
-                            "question_id": q["question_id"],
-                            "prompt": q["prompt"],
-                            "text": a.text,
-                            "answer_id": uuid.uuid4().hex,
-                            "model_id": model_id,
-                            "metadata": {},
-                        }
-                    )
-                    + "\n"
+    # the bar only on a terminal, and wiped when the run stops early: an error stays one line
+    bar = tqdm(total=len(todo), desc=f"eval {mode}", unit="q", disable=None)
+    try:
+        with open(answers_file, "a") as out:
+            for chunk in batches:
+                kind = question_kind(chunk[0])
+                route = MODES[mode] if kind != "text" else "none"
+                images = [str(folder / q[kind]) for q in chunk] if route != "none" else None
+                cache = store.get(images, videos=kind == "video") if route == "cache" else None
+                if kind == "video" and route in ("masked", "full"):
+                    images = [frame for path in images for frame in read_video(path, num_frames)]
+                answers = pipe.ask(
+                    [q["text"] for q in chunk],
+                    cache=cache,
+                    images=images,
+                    route=route,
+                    num_voco=num_voco,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
                 )
-            out.flush()
-            os.fsync(out.fileno())
-            bar.update(len(chunk))
+                for q, a in zip(chunk, answers):
+                    out.write(
+                        json.dumps(
+                            {
+                                "question_id": q["question_id"],
+                                "prompt": q["prompt"],
+                                "text": a.text,
+                                "answer_id": uuid.uuid4().hex,
+                                "model_id": model_id,
+                                "metadata": {},
+                            }
+                        )
+                        + "\n"
+                    )
+                out.flush()
+                os.fsync(out.fileno())
+                bar.update(len(chunk))
+    except KeyboardInterrupt:
+        bar.leave = False
+        kept = len(answered_ids(answers_file, with_prompt=True))  # what the file holds (a torn last line cut off)
+        raise Interrupted(
+            f"{answers_file}: {kept} of {len(questions)} answers kept; the same command resumes"
+        ) from None
+    except BaseException:
+        bar.leave = False
+        raise
+    finally:
+        bar.close()
     return {
         "questions": len(questions),
         "answered": len(todo),
@@ -335,7 +384,7 @@ def register_cli(subparsers) -> None:
         help="K: <voco> tokens per image, one the model was trained with (default: the model's)",
     )
     p.add_argument("--max-new-tokens", type=positive_int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--temperature", type=non_negative_float, default=0.0)
     p.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=1.0)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--num-chunks", type=positive_int, default=1)

@@ -2,8 +2,8 @@
 
 ``voco submit BENCH --answers-file A.jsonl --questions Q --out OUT`` writes, as LLaVA's
 ``scripts/convert_*_for_submission.py`` do (every question of ``Q`` gets a line; an unanswered one
-gets "" and is counted in a warning; an answer to a question not in ``Q``, or a question answered
-twice, is an error):
+gets "" and is counted in a warning; an answer to a question not in ``Q``, a question answered
+twice, or an answers file without one usable answer is an error):
 
 - vqav2: ``Q`` = the test question file (LLaVA's ``llava_vqav2_mscoco_test2015.jsonl``, or the
   official ``v2_OpenEnded_mscoco_test2015_questions.json``); ``OUT`` = the EvalAI JSON
@@ -77,6 +77,8 @@ def _answers_by_id(answers_path, ids: list, where, rounds: bool = False) -> dict
                 f"(first on line {found[qid]['_line']})"
             )
         found[qid] = a
+    if not found:  # e.g. a file whose one line is torn: an all-empty submission would only score 0
+        raise ScoringError(f"{answers_path}: no answer to any question of {where}; nothing to submit")
     missing = len(known - set(found))
     if missing:
         warnings.warn(

@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core.conversation import IMAGE_PLACEHOLDER, TEMPLATES, VIDEO_PLACEHOLDER, VOCO_PLACEHOLDER, get_template
-from ..core.errors import InputError
+from ..core.errors import InputError, positive_int
 from ..core.processing import ASPECT_RATIOS, IMAGE_SUFFIXES, expand_image_tokens, load_image, process_images
 from ..core.video import read_video, sample_indices
 
@@ -761,7 +761,7 @@ def _tokenizer_data_config(tokenizer, num_voco: int | None, num_vision_tokens: i
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
+    from ..core.presets import load_tokenizer  # (with the model classes registered: no "model of type" warning)
 
     try:
         if not Path(args.image_folder).is_dir():
@@ -771,10 +771,7 @@ def _run_check(args: argparse.Namespace) -> int:
         source = args.model or args.tokenizer
         if not Path(source).is_dir():
             raise InputError(f"{source}: directory not found")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{source}: cannot load a tokenizer ({err})") from None
+        tokenizer = load_tokenizer(Path(source))
         if args.model:
             config = load_model_data_config(args.model, args.num_voco)
         else:
@@ -815,14 +812,18 @@ def register_cli(subparsers) -> None:
     check.add_argument(
         "--video_folder", default=None, help="folder the records' video paths are relative to (default: --image_folder)"
     )
-    check.add_argument("--num_frames", type=int, default=8, help="frames sampled uniformly per video (default 8)")
+    check.add_argument("--num_frames", type=positive_int, default=8, help="frames sampled uniformly per video")
     source = check.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="saved VoCo model directory (tokenizer + config.json)")
     source.add_argument("--tokenizer", help="tokenizer directory, when there is no model yet")
-    check.add_argument("--num_voco", type=int, default=None, help="K VoCo tokens per image (default: model's, else 1)")
-    check.add_argument("--num_vision_tokens", type=int, default=576, help="N per image with --tokenizer (default 576)")
+    check.add_argument(
+        "--num_voco", type=positive_int, default=None, help="K VoCo tokens per image (default: model's, else 1)"
+    )
+    check.add_argument("--num_vision_tokens", type=positive_int, default=576, help="N per image with --tokenizer")
     check.add_argument("--version", default="vicuna_v1", choices=sorted(TEMPLATES), help="conversation template")
-    check.add_argument("--model_max_length", type=int, default=2048)
+    check.add_argument("--model_max_length", type=positive_int, default=2048)
     check.add_argument("--image_aspect_ratio", default="pad", choices=ASPECT_RATIOS)
-    check.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1), help="image-checking threads")
+    check.add_argument(
+        "--num_workers", type=positive_int, default=min(8, os.cpu_count() or 1), help="image-checking threads"
+    )
     check.set_defaults(func=_run_check)

@@ -27,7 +27,8 @@ dropped records are counted per reason, and more than `--max_bad_fraction` of th
 it). The end result is a bundle (model + tokenizer + image processor) in `--output_dir` that
 `voco ask --model` and `presets.load_bundle` open directly; checkpoints carry the image processor
 too, and a rerun with checkpoints in `--output_dir` resumes from the latest one (as LLaVA's
-train.py does).
+train.py does). A folder holding a finished model (its config.json) is refused before any work
+unless `--overwrite_output_dir` (train afresh, checkpoints not resumed) or `--resume_from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -48,6 +50,7 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback
 from transformers import TrainingArguments as HfTrainingArguments
 
 from ..core.errors import InputError
+from ..core.files import check_folder_target
 from ..core.modeling import COMPRESSORS
 
 VERSIONS = {"v1": "vicuna_v1", "vicuna_v1": "vicuna_v1", "plain": "plain"}
@@ -122,15 +125,23 @@ class TrainingArguments(HfTrainingArguments):
     )
     # Our batches carry pixel_values/labels, which the model takes through **kwargs.
     remove_unused_columns: bool = field(default=False, metadata={"help": "keep False (as LLaVA does)"})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "replace the trained model in --output_dir and start afresh (its checkpoints are not resumed)"
+        },
+    )
 
     def __post_init__(self):
         if self.evaluation_strategy is not None:
             self.eval_strategy = self.evaluation_strategy
+        if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            raise InputError(f"--learning_rate {self.learning_rate:g}: expected a finite number >= 0")
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1:
-                raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
+                raise InputError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
             if self.warmup_steps:
-                raise ValueError("give --warmup_ratio or --warmup_steps, not both")
+                raise InputError("give --warmup_ratio or --warmup_steps, not both")
             self.warmup_steps = self.warmup_ratio
         from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
@@ -333,6 +344,16 @@ def load_start_model(margs: ModelArguments):
         raise InputError("--mm_use_im_start_end / --mm_use_im_patch_token must be False (LLaVA-1.5 uses neither)")
     if margs.compressor not in COMPRESSORS:
         raise InputError(f"--compressor {margs.compressor}: expected one of {COMPRESSORS}")
+    if (
+        margs.compressor == "voco"
+        and margs.attention_rule == "voco"
+        and margs.num_voco is not None
+        and margs.num_voco < 1
+    ):
+        # K=0 is a plain LLaVA model: --attention_rule causal (the demos' base), not a VoCo one
+        raise InputError(
+            f"--num_voco {margs.num_voco}: must be at least 1 under --attention_rule voco (K VoCo tokens per image)"
+        )
     if margs.compressor != "voco":
         margs.num_voco, margs.attention_rule = 0, "causal"  # the 1-token baselines attend causally
     if margs.attention_rule not in ("voco", "causal"):
@@ -440,6 +461,19 @@ def parse(argv: list[str]):
         return parser.parse_args_into_dataclasses(args=argv)
 
 
+def check_output_dir(targs: TrainingArguments) -> None:
+    """Before any work: --output_dir can be written, and the trained model a finished run left in it
+    is not replaced unless --overwrite_output_dir or --resume_from_checkpoint says so (a folder with
+    checkpoints and no final model is an interrupted run: it resumes, as LLaVA's train.py does)."""
+    check_folder_target(targs.output_dir)
+    out = Path(targs.output_dir)
+    if (out / "config.json").is_file() and not targs.overwrite_output_dir and targs.resume_from_checkpoint is None:
+        raise InputError(
+            f"{out}: holds a trained model; pass --overwrite_output_dir to replace it "
+            "(or --resume_from_checkpoint CHECKPOINT to continue from one of its checkpoints)"
+        )
+
+
 def _latest_checkpoint(output_dir: str) -> str | None:
     found = [p for p in Path(output_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
     return str(max(found, key=lambda p: int(p.name.split("-")[1]))) if found else None
@@ -485,6 +519,7 @@ def train(margs: ModelArguments, dargs: DataArguments, targs: TrainingArguments)
     from .data import REASONS, VoCoDataCollator, VoCoInstructionDataset
 
     main_process = targs.process_index == 0
+    check_output_dir(targs)
     template = VERSIONS.get(margs.version)
     if template is None:
         raise InputError(f"--version {margs.version}: expected one of {sorted(VERSIONS)}")
@@ -568,7 +603,7 @@ def train(margs: ModelArguments, dargs: DataArguments, targs: TrainingArguments)
     resume = targs.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "false"):
         resume = resume.lower() == "true"
-    if resume is None and _latest_checkpoint(targs.output_dir):
+    if resume is None and not targs.overwrite_output_dir and _latest_checkpoint(targs.output_dir):
         resume = _latest_checkpoint(targs.output_dir)
         if main_process:
             print(f"voco train: resuming from {resume}")

@@ -123,26 +123,62 @@ def test_textvqa_matches_llavas_image_id_and_prompt(tmp_path, write_json, answer
     assert score("textvqa", ans, key)["score"] == pytest.approx(80.0, abs=EXACT)
 
 
-def test_vqav2_leaves_annotator_answers_as_they_are(tmp_path, write_json, answers):
-    # The official evaluator normalises the prediction fully but the annotators' answers only by
-    # its punctuation step, and only when they disagree (real ones come normalised). TextVQA's
-    # evaluator normalises both.
+def test_vqav2_normalises_only_when_annotators_disagree(tmp_path, write_json, answers):
+    # vqaEval.py VQAEval.evaluate: answers are whitespace-stripped; only `if len(set(gtAnswers)) > 1`
+    # are processPunctuation and processDigitArticle applied, to the annotator answers and to the
+    # prediction. TextVQA's evaluator normalises both always.
     assert vqav2_accuracy("2", ["two"] * 10) == 0.0
     assert vqa_soft_accuracy("2", ["two"] * 10) == 1.0
     assert vqav2_accuracy("dog", ["a dog"] * 10) == 0.0  # all agree: "a dog" is kept
-    assert vqav2_accuracy("two", ["2"] * 10) == 1.0  # the prediction is normalised
-    # disagreeing: 3 of 10 match after the punctuation step ("two" stays "two")
-    assert vqav2_accuracy("two", ["2"] * 3 + ["two"] * 7) == pytest.approx(0.9, abs=EXACT)
-    assert vqa_soft_accuracy("two", ["2"] * 3 + ["two"] * 7) == 1.0
+    assert vqav2_accuracy("two", ["2"] * 10) == 1.0  # the converter normalises the prediction
+    assert vqav2_accuracy("dog", [" dog\n"] * 10) == 1.0  # whitespace is stripped always
+    # disagreeing: processDigitArticle turns the seven "two" into "2" too
+    assert vqav2_accuracy("two", ["2"] * 3 + ["two"] * 7) == 1.0
+    assert vqav2_accuracy("dog", ["a dog"] * 3 + ["cat"] * 7) == pytest.approx(0.9, abs=EXACT)
     assert vqav2_accuracy("red white", ["red/white"] * 2 + ["red"] * 8) == pytest.approx(0.6, abs=EXACT)
-    # the evaluator's own punctuation list: ":" and "'" are marks there, "-" is not
-    assert vqav2_accuracy("dont", ["don't"] * 4 + ["no"] * 6) == 1.0  # both become "don t"
-    assert vqav2_accuracy("top left", ["top-left"] * 4 + ["left"] * 6) == 0.0
+    assert vqav2_accuracy("dont", ["don't"] * 4 + ["no"] * 6) == 1.0  # "'" is no mark: both "don't"
     key = write_json(
         tmp_path / "v2.json",
         {"annotations": [{"question_id": 1, "answer_type": "number", "answers": [{"answer": "two"}] * 10}]},
     )
     assert score("vqav2", answers(tmp_path / "ans.jsonl", [(1, "2")]), key)["score"] == 0.0
+
+
+# copied from GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py, `self.punct`
+OFFICIAL_MARKS = [
+    *[";", r"/", "[", "]", '"', "{", "}"],
+    *["(", ")", "=", "+", "\\", "_", "-"],
+    *[">", "<", "@", "`", ",", "?", "!"],
+]
+
+
+def test_vqav2_punctuation_list_is_the_official_one():
+    assert vqa._PUNCTUATION_MARKS == tuple(OFFICIAL_MARKS)
+
+
+@pytest.mark.parametrize("mark", OFFICIAL_MARKS)
+def test_vqav2_each_official_mark_glued_becomes_a_space(mark):
+    # seven annotators wrote "x<mark>y", three "z": they disagree, so the evaluator's processPunctuation
+    # turns the glued mark into a space and the prediction "x y" matches seven of ten
+    assert vqav2_accuracy("x y", [f"x{mark}y"] * 7 + ["z"] * 3) == 1.0
+    # spaced, the mark disappears (processDigitArticle then joins the words with one space)
+    assert vqav2_accuracy("x y", [f"x {mark} y"] * 7 + ["z"] * 3) == 1.0
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    ["8:00", "don't know", "o'clock"],
+)
+def test_vqav2_colon_and_apostrophe_are_not_marks(prediction):
+    # the issue's cases: ten identical annotator answers, the prediction written as they wrote it
+    assert vqav2_accuracy(prediction, [prediction] * 10) == 1.0
+    # disagreeing annotators: both sides normalised, ":" and "'" kept
+    assert vqav2_accuracy(prediction, [prediction] * 7 + ["z"] * 3) == 1.0
+
+
+def test_vqav2_hyphen_is_a_mark():
+    assert vqav2_accuracy("x-ray", ["x-ray"] * 7 + ["xray"] * 3) == 1.0  # all "x ray" but three
+    assert vqav2_accuracy("top left", ["top-left"] * 4 + ["left"] * 6) == 1.0
 
 
 def test_textvqa_duplicate_image_question_is_collapsed_and_missing_skipped(tmp_path, write_json, answers):

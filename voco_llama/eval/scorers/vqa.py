@@ -4,11 +4,12 @@ min(1, matches / 3), with each benchmark's own normalisation.
 - TextVQA, as LLaVA's ``m4c_evaluator.TextVQAAccuracyEvaluator``: the prediction and every
   annotator answer go through EvalAI's normalisation (``vqa_normalize``).
 - VQAv2, as LLaVA's ``convert_vqav2_for_submission.py`` followed by the official VQA evaluator
-  (``vqaEval.py``): the prediction is EvalAI-normalised (the converter), then the evaluator's
-  punctuation and digit/article steps; the annotator answers are left as they are (real ones come
-  normalised) except that, when they disagree, the evaluator's punctuation step is applied to them
-  -- so ten annotators saying "two" do not match a prediction "2". The evaluator's punctuation list
-  differs from EvalAI's (it has ``:`` and ``'``, not ``{ } - !``).
+  (GT-Vision-Lab/VQA ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``, ``VQAEval.evaluate``):
+  the prediction is EvalAI-normalised (the converter) and every answer has its newlines, tabs and
+  outer spaces removed; only when the annotators disagree do the evaluator's punctuation and
+  digit/article steps run, on the annotator answers and on the prediction alike -- so ten
+  annotators saying "two" do not match a prediction "2", seven "two" and three "2" all do. The
+  evaluator's punctuation list is EvalAI's (one list here, ``_PUNCTUATION_MARKS``).
 
 Keys: a generic key (``answers``: the annotator answers); for vqav2 the annotation JSON
 (``{"annotations": [{"question_id", "answers": [{"answer"}...], "answer_type"}]}``; ``answer_type``
@@ -51,8 +52,10 @@ _NUMBER_WORDS = {
     "ten": "10",
 }
 _ARTICLES = {"a", "an", "the"}
-# Punctuation marks as EvalAI's answer processor lists them, and as the VQA evaluator does.
-_EVALAI_MARKS = (
+# Punctuation marks, in order, as both official sources list them: GT-Vision-Lab/VQA
+# PythonEvaluationTools/vqaEvaluation/vqaEval.py (``self.punct``) and haotian-liu/LLaVA
+# llava/eval/m4c_evaluator.py (``EvalAIAnswerProcessor.PUNCTUATIONS``). ":" and "'" are not marks.
+_PUNCTUATION_MARKS = (
     ";",
     "/",
     "[",
@@ -75,7 +78,6 @@ _EVALAI_MARKS = (
     "?",
     "!",
 )
-_VQA_EVAL_MARKS = (";", ":", "/", "'", "[", "]", '"', "(", ")", "=", "+", "\\", "_", ">", "<", "@", "`", ",", "?")
 _DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
 # The official pattern is r"(?!<=\d)(\.)(?!\d)": its "(?!<=\d)" is a look-ahead that always holds in
 # front of a ".", so it removes every period not followed by a digit. It is called as
@@ -109,11 +111,11 @@ def _contraction_table() -> dict[str, str]:
 _CONTRACTIONS = _contraction_table()
 
 
-def _punctuation(text: str, marks: tuple[str, ...]) -> str:
+def _punctuation(text: str) -> str:
     """processPunctuation: glued marks become a space, spaced ones (or any, if the text has a
     digit-comma-digit) disappear; then the periods not followed by a digit."""
     out, drop = text, _DIGIT_COMMA_DIGIT.search(text) is not None
-    for p in marks:
+    for p in _PUNCTUATION_MARKS:
         out = out.replace(p, "" if drop or p + " " in text or " " + p in text else " ")
     return _PERIOD.sub("", out, count=_PERIOD_COUNT)
 
@@ -132,7 +134,7 @@ def _whitespace(text: str) -> str:
 def vqa_normalize(text: str) -> str:
     """EvalAI / VQA answer normalisation, step by step as m4c_evaluator.EvalAIAnswerProcessor."""
     text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
-    return _digit_article(_punctuation(_whitespace(text), _EVALAI_MARKS))
+    return _digit_article(_punctuation(_whitespace(text)))
 
 
 def _soft_accuracy(pred: str, golds: list[str]) -> float:
@@ -147,10 +149,11 @@ def vqa_soft_accuracy(prediction: str, gold_answers: list[str]) -> float:
 
 def vqav2_accuracy(prediction: str, gold_answers: list[str]) -> float:
     """VQAv2's accuracy: LLaVA's submission converter, then the official evaluator (module docstring)."""
-    pred = _digit_article(_punctuation(_whitespace(vqa_normalize(prediction)), _VQA_EVAL_MARKS))
-    golds = list(gold_answers)
-    if len(set(golds)) > 1:
-        golds = [_punctuation(g, _VQA_EVAL_MARKS) for g in golds]
+    pred = _whitespace(vqa_normalize(prediction))
+    golds = [_whitespace(g) for g in gold_answers]
+    if len(set(golds)) > 1:  # vqaEval.py: `if len(set(gtAnswers)) > 1:` normalises both sides
+        golds = [_digit_article(_punctuation(g)) for g in golds]
+        pred = _digit_article(_punctuation(pred))
     return _soft_accuracy(pred, golds)
 
 
