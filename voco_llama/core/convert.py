@@ -159,12 +159,23 @@ def from_voco_llama_reference(directory: str | Path, vision_tower: str | Path | 
         directory, vision_tower, None, tokenizer=tokenizer, num_voco=num_voco, position_layout="natural"
     )
     add_voco_token(model, tokenizer, keep_voco=True)
-    config = model.config
-    config.voco_layout = "reference"
-    config.voco_head_ids = reference_head_ids(tokenizer, config.image_token_id, config.voco_token_id)
-    config.check_compressor()
+    set_voco_layout(model, tokenizer, "reference")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model.eval(), tokenizer, image_processor
+
+
+def set_voco_layout(model, tokenizer, voco_layout: str, position_layout: str | None = None) -> None:
+    """Run `model` in `voco_layout` from now on: "reference" (natural positions, the head read from
+    `tokenizer`) or "llava" (`position_layout`, by default compact)."""
+    config = model.config
+    if voco_layout == "reference":
+        config.position_layout = "natural"
+        config.voco_head_ids = reference_head_ids(tokenizer, config.image_token_id, config.voco_token_id)
+    else:
+        config.position_layout = position_layout or "compact"
+        config.voco_head_ids = None
+    config.voco_layout = voco_layout
+    config.check_compressor()
 
 
 def _original_model(
