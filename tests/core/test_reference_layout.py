@@ -14,6 +14,7 @@ Random weights, fp32, max |logit diff| <= 1e-4, left-padded batches with a text-
 decode steps of one token each (the step that crashes the reference code, its issue #21).
 """
 
+import copy
 import json
 
 import pytest
@@ -57,8 +58,9 @@ def reference_mask(input_ids, attention_mask, voco_id, prompt_length=None) -> to
 
 
 def stock_llama(model) -> LlamaForCausalLM:
-    """transformers' own Llama with our model's language-model weights."""
-    llama = LlamaForCausalLM(model.config.text_config)
+    """transformers' own Llama with our model's language-model weights (its own copy of the config:
+    switching it to eager must leave our model's attention path alone)."""
+    llama = LlamaForCausalLM(copy.deepcopy(model.config.text_config))
     state = {k.replace("model.language_model.", "model."): v for k, v in model.state_dict().items()}
     llama.load_state_dict({k: v for k, v in state.items() if k in llama.state_dict()}, strict=True)
     llama.set_attn_implementation("eager")
@@ -117,6 +119,7 @@ def test_reference_prompt_is_the_reference_codes():
 def test_cache_path_equals_masked_pass_and_the_reference_re_implementation(kv_heads, num_voco, attn, path):
     model, tok, _ = make(kv_heads=kv_heads, num_voco=num_voco, attn=attn, path=path)
     llama = stock_llama(model)
+    assert model.attention_kernel == attn and model.config.attention_path == path  # left alone by the stock one
     torch.manual_seed(3)
     pixels = torch.randn(2, 3, 32, 32)
     enc = encode_prompts(prompts_of(QUESTIONS), tok, model.config)
