@@ -58,7 +58,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import DynamicCache, LlamaConfig
 
-from ..core.attention import CONTEXT, VISION, TokenLabels, layout_positions
+from ..core.attention import VISION, TokenLabels, layout_positions
 from ..core.cache import kv_bytes
 from ..core.errors import positive_int
 from ..core.files import check_folder_target, pyplot, write_png
@@ -155,8 +155,8 @@ def example_pixels(config, num_images: int = 1) -> torch.Tensor:
 
 
 def _context_index(labels: TokenLabels) -> torch.Tensor:
-    """Indices [1, n] of the real context (text) tokens of a one-row batch."""
-    return torch.nonzero((labels.kind[0] == CONTEXT) & labels.valid[0])[:, 0][None]
+    """Indices [1, n] of the real text tokens (outside every group) of a one-row batch."""
+    return torch.nonzero((labels.group[0] == 0) & labels.valid[0])[:, 0][None]
 
 
 @dataclass
@@ -693,6 +693,8 @@ def _bench_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer, name = load_model(args)
+    if model.config.voco_layout == "reference":  # its prompts hold one image (attention.py)
+        settings.frames = (1,)
     result = run_bench(model, tokenizer, settings, out, name)
     plots = plot(result, out)
     result["plots"] = [p.name for p in plots]

@@ -13,9 +13,20 @@ streams on sdpa / FlashAttention-2 kernels (streams.py, which tests compare agai
 
 Rules:
   "voco"     the paper's rule: a group's tokens see their own group causally; every other token
-             sees, causally, all context and VoCo tokens and never a vision token.
+             sees, causally, the tokens outside every group and the VoCo tokens, never the rest
+             of a group (its vision tokens).
   "causal"   ordinary causal attention over everything (the full-token upper-bound setting).
-  "isolated" ablation: context sees only context, neither vision nor VoCo tokens.
+  "isolated" ablation: text sees only the tokens outside every group, neither vision nor VoCo tokens.
+
+Layouts (`VOCO_LAYOUTS`, the config's `voco_layout`) say what a group is:
+  "llava"     ours: image i is group i, its N vision tokens then its K VoCo tokens, wherever
+              LLaVA puts the image; everything else is context (group 0).
+  "reference" the reference code's (github.com/Yxxxb/VoCo-LLaMA): one group per row, every token
+              up to the row's last VoCo token (BOS, the vision tokens, the newline, the VoCo tokens:
+              the image goes first). Under the same "voco" rule this is its mask
+              (llava/model/language_model/llava_llama_1stg.py `make_voco_mask_llava`): tokens up to
+              the last VoCo token see everything before them; tokens after it see only keys from the
+              first VoCo token on; a row without VoCo tokens is causal.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import torch
 CONTEXT, VISION, VOCO = 0, 1, 2
 RULES = ("voco", "causal", "isolated")
 LAYOUTS = ("compact", "natural")
+VOCO_LAYOUTS = ("llava", "reference")
 
 
 @dataclass
@@ -65,18 +77,28 @@ def label_tokens(
     attention_mask: torch.Tensor | None,
     image_token_id: int,
     voco_token_id: int,
+    voco_layout: str = "llava",
 ) -> TokenLabels:
-    """Label a sequence in which every image is written as N image tokens then K VoCo tokens."""
+    """Label a sequence in which every image is written as N image tokens then K VoCo tokens
+    (layout "llava"), or whose tokens up to its last VoCo token are the one group (layout
+    "reference"; see the module docstring)."""
+    if voco_layout not in VOCO_LAYOUTS:
+        raise ValueError(f"unknown VoCo layout {voco_layout!r}; expected one of {VOCO_LAYOUTS}")
     kind = torch.full_like(input_ids, CONTEXT)
     kind[input_ids == image_token_id] = VISION
     kind[input_ids == voco_token_id] = VOCO
     valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     kind = torch.where(valid, kind, CONTEXT)
+    order = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    if voco_layout == "reference":
+        # make_voco_mask_llava: `reverse_cumsum(inputs == voco) >= 1` marks the tokens up to the last VoCo token
+        is_voco = (kind == VOCO).long()
+        up_to_last = is_voco.sum(1, keepdim=True) - torch.cumsum(is_voco, 1) + is_voco >= 1
+        return TokenLabels(kind, (up_to_last & valid).long(), valid, order)
     prev = torch.nn.functional.pad(kind, (1, 0), value=CONTEXT)[:, :-1]
     # A group opens at its first vision token, or at a VoCo token straight after context.
     opens = ((kind == VISION) & (prev != VISION)) | ((kind == VOCO) & (prev == CONTEXT))
     group = torch.cumsum(opens.long(), dim=1) * (kind != CONTEXT)
-    order = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     return TokenLabels(kind, group, valid, order)
 
 
@@ -91,18 +113,24 @@ def voco_attention_mask(
     if rule not in RULES:
         raise ValueError(f"unknown attention rule {rule!r}; expected one of {RULES}")
     q_group, k_group = query.group[:, :, None], key.group[:, None, :]
-    k_kind = key.kind[:, None, :]
     if rule == "causal":
         allowed = torch.ones_like(q_group == k_group)
     else:
-        context_sees = (k_kind != VISION) if rule == "voco" else (k_kind == CONTEXT)
-        allowed = torch.where(q_group > 0, q_group == k_group, context_sees)
+        allowed = torch.where(q_group > 0, q_group == k_group, text_sees(key, rule)[:, None, :])
     allowed = allowed & (key.order[:, None, :] <= query.order[:, :, None]) & key.valid[:, None, :]
     # Padding queries may look anywhere: it keeps their softmax finite; their outputs are unused.
     allowed = (allowed | ~query.valid[:, :, None])[:, None]
     if dtype is None:
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def text_sees(key: TokenLabels, rule: str) -> torch.Tensor:
+    """[batch, keys] which keys a token outside every group may see (causality and padding aside):
+    under "voco" the tokens outside every group and the VoCo tokens, under "isolated" the former only.
+    (With layout "llava" these are the context tokens, and the context and VoCo tokens.)"""
+    outside = key.group == 0
+    return outside | (key.kind == VOCO) if rule == "voco" else outside
 
 
 def layout_positions(labels: TokenLabels, layout: str = "compact") -> torch.Tensor:

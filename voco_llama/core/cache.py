@@ -40,7 +40,7 @@ _FIELDS = {
     "positions": json.loads,
     "fingerprint": str,
 }
-LAYOUTS = ("compact", "natural")
+LAYOUTS = ("compact", "natural", "reference")  # position layouts, and the reference code's (attention.py)
 
 
 def kv_bytes(config, tokens: int, bytes_per_value: int = 4) -> int:

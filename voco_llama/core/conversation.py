@@ -72,6 +72,20 @@ TEMPLATES = {
 }
 
 
+# The reference code's own template for VoCo training and evaluation (github.com/Yxxxb/VoCo-LLaMA,
+# llava/conversation.py `voco_conv_vicuna_v1`): vicuna_v1 with "assistant of the image".
+REFERENCE_TEMPLATE = Template(
+    name="voco_vicuna_v1",
+    system=(
+        "A chat between a curious user and an artificial intelligence assistant of the image. "
+        "The assistant gives helpful, detailed, and polite answers to the user's questions."
+    ),
+    roles=("USER", "ASSISTANT"),
+    sep=" ",
+    sep2="</s>",
+)
+
+
 def get_template(name: str) -> Template:
     try:
         return TEMPLATES[name]

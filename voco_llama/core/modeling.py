@@ -59,7 +59,12 @@ class VoCoLlavaConfig(LlavaConfig):
     linear layer, LLaMA-VID's content token; "qformer": one learnable query through a BLIP-2
     Q-Former). Baselines use no VoCo tokens and plain causal attention.
     attention_path: how the rule is applied on sdpa / flash_attention_2: "streams" (exact causal
-    streams, no mask; the default) or "mask" (the dense 4D mask, the reference; eager always uses it)."""
+    streams, no mask; the default) or "mask" (the dense 4D mask, the reference; eager always uses it).
+    voco_layout: "llava" (ours) or "reference", for checkpoints trained with the reference code
+    (github.com/Yxxxb/VoCo-LLaMA): the image first, one group up to the last VoCo token, natural
+    positions (attention.py); voco_head_ids: then the prompt's tokens before its first VoCo token,
+    the image written as one image token (BOS, <image>, the newline's tokens), read from the
+    tokenizer by `voco convert --voco-llama-reference` (processing.py `reference_head_ids`)."""
 
     model_type = "voco_llava"
     num_voco: int = 1
@@ -69,8 +74,18 @@ class VoCoLlavaConfig(LlavaConfig):
     attention_rule: Literal["voco", "causal", "isolated"] = "voco"
     compressor: str = "voco"
     attention_path: Literal["streams", "mask"] = "streams"
+    voco_layout: Literal["llava", "reference"] = "llava"
+    voco_head_ids: list[int] | None = None
 
     def check_compressor(self) -> None:
+        if self.voco_layout == "reference":
+            head = self.voco_head_ids or []
+            if self.compressor != "voco" or self.attention_rule != "voco" or self.position_layout != "natural":
+                raise ValueError("voco_layout 'reference' takes compressor 'voco', rule 'voco', natural positions")
+            if head.count(self.image_token_id) != 1 or self.voco_token_id in head:
+                raise ValueError(f"voco_head_ids {head!r}: expected the tokens before <voco>, with one image token")
+        elif self.voco_head_ids is not None:
+            raise ValueError("voco_head_ids belong to voco_layout 'reference'")
         if self.compressor not in COMPRESSORS:
             raise ValueError(f"unknown compressor {self.compressor!r}; expected one of {COMPRESSORS}")
         if self.compressor != "voco" and (self.num_voco != 0 or self.attention_rule != "causal"):
@@ -100,6 +115,19 @@ class VoCoLlavaConfig(LlavaConfig):
             else f"at K={self.num_voco} only (voco train --num_voco_choices trains one model for several K)"
         )
         raise InputError(f"K={k}: this model was trained {trained}")
+
+    @property
+    def cache_layout(self) -> str:
+        """What a cache of this model records as its layout: the position layout, or "reference"."""
+        return "reference" if self.voco_layout == "reference" else self.position_layout
+
+    def group_ids(self, num_voco: int) -> list[int]:
+        """One compression group's tokens as pass 1 runs them: N image tokens then K VoCo tokens,
+        after the head (BOS, the image, the newline) under the reference layout."""
+        head = self.voco_head_ids if self.voco_layout == "reference" else [self.image_token_id]
+        n = self.num_vision_tokens
+        ids = [t for token in head for t in ([token] * n if token == self.image_token_id else [token])]
+        return ids + [self.voco_token_id] * num_voco
 
     @property
     def num_patches(self) -> int:
@@ -205,7 +233,8 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         return self.model.language_model
 
     def labels_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> TokenLabels:
-        return label_tokens(input_ids, attention_mask, self.config.image_token_id, self.config.voco_token_id)
+        config = self.config
+        return label_tokens(input_ids, attention_mask, config.image_token_id, config.voco_token_id, config.voco_layout)
 
     def layout_for(self, rule: str) -> str:
         # Compact positions overlap vision and context positions: only sound when groups are isolated.
@@ -289,20 +318,23 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
 
     @torch.no_grad()
     def compress(self, pixel_values: torch.Tensor, num_voco: int | None = None, batch_size: int = 8) -> VoCoCache:
-        """Run each image's group [N vision tokens, K VoCo tokens] on its own; keep VoCo K/V."""
+        """Run each image's group (`VoCoLlavaConfig.group_ids`) on its own; keep VoCo K/V."""
         if self.config.compressor != "voco":
             raise ValueError(f"compressor {self.config.compressor!r} has no VoCo cache; answer with path 'full'")
         k = self.config.accepted_num_voco(num_voco)
         n = self.config.num_vision_tokens
-        ids = torch.tensor([[self.config.image_token_id] * n + [self.config.voco_token_id] * k], device=self.device)
+        ids = torch.tensor([self.config.group_ids(k)], device=self.device)
         labels = self.labels_for(ids, None)
-        positions = torch.arange(n + k, device=self.device)[None]
-        voco_embed = self.get_input_embeddings()(ids[:, n:])
+        length = ids.shape[1]
+        positions = torch.arange(length, device=self.device)[None]
+        group_embed = self.get_input_embeddings()(ids)
+        is_vision = ids[0] == self.config.image_token_id
         keys, values = [], []
         for start in range(0, pixel_values.shape[0], batch_size):
             pixels = pixel_values[start : start + batch_size].to(self.device, self.dtype)
             features = torch.stack(self.get_image_features(pixel_values=pixels).pooler_output)
-            embeds = torch.cat([features, voco_embed.expand(len(features), -1, -1)], dim=1)
+            embeds = group_embed.expand(len(features), -1, -1).clone()
+            embeds[:, is_vision] = features.to(embeds.dtype)
             rows = labels.expand(len(features))
             out = self.text_model(
                 inputs_embeds=embeds,
@@ -311,15 +343,15 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
                 past_key_values=DynamicCache(),
                 use_cache=True,
             )
-            keys.append([layer.keys[:, :, n:] for layer in out.past_key_values.layers])
-            values.append([layer.values[:, :, n:] for layer in out.past_key_values.layers])
+            keys.append([layer.keys[:, :, length - k :] for layer in out.past_key_values.layers])
+            values.append([layer.values[:, :, length - k :] for layer in out.past_key_values.layers])
         return VoCoCache(
             keys=[torch.cat(chunks) for chunks in zip(*keys)],
             values=[torch.cat(chunks) for chunks in zip(*values)],
-            positions=list(range(n, n + k)),
+            positions=list(range(length - k, length)),
             num_vision=n,
             fingerprint=self.fingerprint(),
-            layout=self.config.position_layout,
+            layout=self.config.cache_layout,
         )
 
     # ---- pass 2: answering ------------------------------------------------------------------
@@ -330,6 +362,11 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         caches = cache_list(cache)
         if len({(c.fingerprint, c.num_vision) for c in caches}) > 1:
             raise InputError("the caches of one prompt were made by different models")
+        # compact and natural caches re-rotate into each other; the reference layout's group is another thing
+        ours = self.config.cache_layout
+        for c in caches:
+            if (c.layout == "reference") != (ours == "reference"):
+                raise InputError(f"a cache made under layout {c.layout!r}; this model runs layout {ours!r}")
         ks = torch.tensor(group_num_voco(caches), device=self.device)
         is_voco = (labels.kind == VOCO) & labels.valid
         groups_per_row = labels.group.amax(dim=1)
@@ -404,7 +441,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         """Pass 2 against K/V computed before: the prompt's context tokens attend, under `rule`,
         to the cached tokens (`cached` labels, per-layer (keys, values) already at their prompt
         positions) and causally to each other. Returns what `prefill` returns."""
-        index, valid = _pack((labels.kind == CONTEXT) & labels.valid)
+        index, valid = _pack((labels.group == 0) & labels.valid)  # the tokens outside every group
         query = labels.select(index, valid)
         key = TokenLabels.cat(cached, query)
         q_positions = positions.gather(1, index)

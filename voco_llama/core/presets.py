@@ -37,6 +37,7 @@ class Preset:
     position_layout: str = "compact"
     attention_rule: str = "voco"
     compressor: str = "voco"  # baselines ("avgpool", "qformer") imply num_voco=0 and causal attention
+    voco_layout: str = "llava"  # "reference": the reference code's layout (implies natural positions)
     # std of the random init (transformers' initializer_range, 0.02 by default). Models trained from
     # scratch on CPU need a larger one: at 0.02 a 128-wide LLM's attention starts uniform and takes
     # thousands of steps to learn to look anything up in the image.
@@ -101,6 +102,7 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
     from transformers import CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
 
     from .modeling import VoCoLlavaConfig, VoCoLlavaForConditionalGeneration
+    from .processing import reference_head_ids
     from .tokenizer import build_tokenizer
 
     p = PRESETS[preset] if isinstance(preset, str) else preset
@@ -108,6 +110,8 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
         p = Preset(**{**p.__dict__, **overrides})
     if p.compressor != "voco":
         p = Preset(**{**p.__dict__, "num_voco": 0, "attention_rule": "causal"})
+    if p.voco_layout == "reference":
+        p = Preset(**{**p.__dict__, "position_layout": "natural"})
     tokenizer = tokenizer or build_tokenizer(_DEFAULT_CORPUS * 4, vocab_size=p.vocab_size)
     vision_kwargs = dict(
         hidden_size=p.vision_hidden,
@@ -133,11 +137,15 @@ def build_model(preset: str | Preset = "tiny", tokenizer=None, seed: int = 0, **
         pad_token_id=tokenizer.pad_token_id,
         **({"initializer_range": p.init_std} if p.init_std is not None else {}),
     )
+    image_id, voco_id = (tokenizer.convert_tokens_to_ids(t) for t in (IMAGE_PLACEHOLDER, VOCO_PLACEHOLDER))
+    reference = p.voco_layout == "reference"
     config = VoCoLlavaConfig(
         vision_config=vision_config,
         text_config=text_config,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER),
-        voco_token_id=tokenizer.convert_tokens_to_ids(VOCO_PLACEHOLDER),
+        image_token_index=image_id,
+        voco_token_id=voco_id,
+        voco_layout=p.voco_layout,
+        voco_head_ids=reference_head_ids(tokenizer, image_id, voco_id) if reference else None,
         image_seq_length=(p.image_size // p.patch_size) ** 2,
         vision_feature_select_strategy="default" if p.vision == "clip" else "full",
         vision_feature_layer=p.vision_feature_layer,

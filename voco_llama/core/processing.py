@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .conversation import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, get_template
+from .conversation import (
+    IMAGE_PLACEHOLDER,
+    REFERENCE_TEMPLATE,
+    TEMPLATES,
+    VIDEO_PLACEHOLDER,
+    VOCO_PLACEHOLDER,
+    get_template,
+)
 from .errors import InputError
 
 ASPECT_RATIOS = ("pad", "resize", "square", "original")  # LLaVA's --image_aspect_ratio values
@@ -105,14 +112,73 @@ def expand_image_tokens(
     return out_ids, out_labels
 
 
+def reference_prompt(prompt: str, num_voco: int) -> str:
+    """The reference code's prompt text (github.com/Yxxxb/VoCo-LLaMA llava/eval/model_vqa_loader.py,
+    llava/train/train_compress.py `preprocess_v1`) for a prompt rendered with vicuna_v1: its own
+    system prompt (REFERENCE_TEMPLATE); with an image, `<image>\n` + K `<voco>` + `\n` first and the
+    rest with every newline and `<image>` removed; without one, the text as it is."""
+    images = prompt.count(IMAGE_PLACEHOLDER)
+    if images > 1:
+        raise InputError(f"the reference layout holds one image per prompt; this prompt has {images}")
+    ours = TEMPLATES["vicuna_v1"].system
+    if prompt.startswith(ours):
+        prompt = REFERENCE_TEMPLATE.system + prompt[len(ours) :]
+    if not images:
+        return prompt
+    rest = prompt.replace("\n", "").replace(IMAGE_PLACEHOLDER, "")
+    return IMAGE_PLACEHOLDER + "\n" + VOCO_PLACEHOLDER * num_voco + "\n" + rest
+
+
+def tokenize_with_images(text: str, tokenizer, image_token_id: int) -> list[int]:
+    """LLaVA's `tokenizer_image_token` (llava/mm_utils.py), which the reference code tokenises with:
+    each piece between `<image>` placeholders tokenised on its own (BOS kept only for the first),
+    one image token between pieces."""
+    pieces = [tokenizer(piece).input_ids for piece in text.split(IMAGE_PLACEHOLDER)]
+    bos = tokenizer.bos_token_id
+    offset = 1 if pieces[0] and pieces[0][0] == bos else 0
+    ids = [bos] if offset else []
+    for i, piece in enumerate(pieces):
+        ids += ([image_token_id] if i else []) + piece[offset:]
+    return ids
+
+
+def reference_head_ids(tokenizer, image_token_id: int, voco_token_id: int) -> list[int]:
+    """The reference layout's tokens before the first `<voco>` (BOS, one image token, the newline's
+    tokens), as `tokenize_with_images` gives them: what `VoCoLlavaConfig.voco_head_ids` records."""
+    ids = tokenize_with_images(IMAGE_PLACEHOLDER + "\n" + VOCO_PLACEHOLDER, tokenizer, image_token_id)
+    if ids.count(voco_token_id) != 1:
+        raise InputError(f"the tokenizer does not write {VOCO_PLACEHOLDER} as one token (id {voco_token_id})")
+    return ids[: ids.index(voco_token_id)]
+
+
+def _reference_rows(prompts: list[str], tokenizer, config, row_ks: list[list[int]]) -> list[list[int]]:
+    """Prompts in the reference layout; each row's group must be the one `compress` runs."""
+    rows = []
+    for prompt, ks in zip(prompts, row_ks):
+        ids = tokenize_with_images(reference_prompt(prompt, ks[0] if ks else 0), tokenizer, config.image_token_id)
+        ids = expand_image_tokens(ids, config.image_token_id, config.num_vision_tokens, config.voco_token_id, 0)[0]
+        group = config.group_ids(ks[0]) if ks else []
+        if ids[: len(group)] != group:
+            raise InputError(
+                f"the tokenizer writes the image's head as {ids[: ids.index(config.voco_token_id)][-8:]}, "
+                f"the model's voco_head_ids say {config.voco_head_ids}"
+            )
+        rows.append(ids)
+    return rows
+
+
 def encode_prompts(
     prompts: list[str], tokenizer, config, num_voco: int | list[int] | None = None
 ) -> dict[str, torch.Tensor]:
     """Tokenise rendered prompts, expand their `<image>` placeholders, left-pad into a batch.
     `num_voco`: K for every image (None: the model's default), or a K per image over all prompts in
-    order (caches of different K in one batch); each must be one the model was trained with."""
-    token_ids = [tokenizer(prompt, add_special_tokens=True).input_ids for prompt in prompts]
-    counts = [ids.count(config.image_token_id) for ids in token_ids]
+    order (caches of different K in one batch); each must be one the model was trained with.
+    A model of the reference layout gets the reference code's prompts (`reference_prompt`)."""
+    if config.voco_layout == "reference":
+        counts = [prompt.count(IMAGE_PLACEHOLDER) for prompt in prompts]
+    else:
+        token_ids = [tokenizer(prompt, add_special_tokens=True).input_ids for prompt in prompts]
+        counts = [ids.count(config.image_token_id) for ids in token_ids]
     if isinstance(num_voco, list):
         if len(num_voco) != sum(counts):
             raise InputError(f"the prompts hold {sum(counts)} images but {len(num_voco)} were given a K")
@@ -120,11 +186,14 @@ def encode_prompts(
         starts = [sum(counts[:i]) for i in range(len(counts))]
         row_ks = [ks[start : start + count] for start, count in zip(starts, counts)]
     else:
-        row_ks = [config.accepted_num_voco(num_voco)] * len(prompts)
-    rows = [
-        expand_image_tokens(ids, config.image_token_id, config.num_vision_tokens, config.voco_token_id, k)[0]
-        for ids, k in zip(token_ids, row_ks)
-    ]
+        row_ks = [[config.accepted_num_voco(num_voco)] * count for count in counts]
+    if config.voco_layout == "reference":
+        rows = _reference_rows(prompts, tokenizer, config, row_ks)
+    else:
+        rows = [
+            expand_image_tokens(ids, config.image_token_id, config.num_vision_tokens, config.voco_token_id, k)[0]
+            for ids, k in zip(token_ids, row_ks)
+        ]
     length = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(rows), length), pad, dtype=torch.long)

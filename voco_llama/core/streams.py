@@ -4,10 +4,10 @@ Under the rule every attention call splits into plain causal problems over the a
 q/k/v (RoPE was applied before the split, with each token's own position id):
   * the group stream: each compression group [V_i, C_i] on its own, causally -- the outputs of its
     vision and VoCo tokens;
-  * the main stream, per row: the keys a context token may see (rule "voco": context and VoCo
-    tokens; "isolated": context only; "causal": everything) in order, causally -- the outputs of
-    the context tokens. A VoCo token has one hidden state per layer, so its keys and values are
-    the same in both streams; its query row in the main stream is computed and thrown away.
+  * the main stream, per row: the keys a token outside every group may see (`text_sees`; rule
+    "causal": everything) in order, causally -- the outputs of those tokens. A VoCo token has one
+    hidden state per layer, so its keys and values are the same in both streams; its query row in
+    the main stream is computed and thrown away.
 The "causal" rule is the main stream alone.
 
 The same split serves answering from caches: the keys are earlier tokens (cached VoCo K/V, or
@@ -42,7 +42,7 @@ from transformers import AttentionInterface
 from transformers.integrations.flash_attention import get_target_dtype
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from .attention import CONTEXT, RULES, VISION, TokenLabels
+from .attention import RULES, TokenLabels, text_sees
 
 # kernel (the attention implementation a user asks for) -> the name the text model is routed to.
 # No "flash" in the names: transformers treats any such name as a flash kernel it must import.
@@ -93,7 +93,7 @@ def plan_streams(query: TokenLabels, key: TokenLabels, rule: str, kernel: str) -
     is_query = (t >= earlier) & key.valid
     query_flat = rows * q_len + (t - earlier)  # meaningful where is_query
     grouped = key.group > 0 if rule != "causal" else torch.zeros_like(key.valid)
-    sees = {"voco": key.kind != VISION, "isolated": key.kind == CONTEXT, "causal": torch.ones_like(key.valid)}[rule]
+    sees = torch.ones_like(key.valid) if rule == "causal" else text_sees(key, rule)
     num_groups = int(key.group.max()) if rule != "causal" and key.group.numel() else 0
 
     # Slots of the main stream (sequence id = row) and of the group stream (ids after the rows).

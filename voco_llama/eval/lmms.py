@@ -342,6 +342,8 @@ class VoCoLlava(_Base):
         greedy decoding produces exactly those tokens. Answered from the same route as generation
         (for mode voco: from the compressed caches, via `model.prefill`)."""
         config = self.model.config
+        if config.voco_layout == "reference":  # its rows are not built here (core/processing.py encode_prompts)
+            raise NotImplementedError("loglikelihood for models of the reference layout (generate_until works)")
         prepared = []
         for request in requests:
             question, images, route, target, doc = self._prepare(request)

@@ -45,7 +45,14 @@ from torch.utils.data import Dataset
 
 from ..core.conversation import IMAGE_PLACEHOLDER, TEMPLATES, VIDEO_PLACEHOLDER, VOCO_PLACEHOLDER, get_template
 from ..core.errors import InputError, positive_int
-from ..core.processing import ASPECT_RATIOS, IMAGE_SUFFIXES, expand_image_tokens, load_image, process_images
+from ..core.processing import (
+    ASPECT_RATIOS,
+    IMAGE_SUFFIXES,
+    expand_image_tokens,
+    load_image,
+    process_images,
+    reference_prompt,
+)
 from ..core.video import read_video, sample_indices
 
 IGNORE_INDEX = -100
@@ -313,15 +320,31 @@ class RecordEncoder:
         self.voco_token_id = config.voco_token_id
         self.num_voco = config.num_voco
         self.num_vision = config.num_vision_tokens
+        # the reference code's layout (core/attention.py): its prompts, its VoCo tokens written in the text
+        self.reference = getattr(config, "voco_layout", "llava") == "reference"
+        if self.reference and template != "vicuna_v1":
+            raise ValueError(f"the reference layout trains with its vicuna_v1 template, not {template!r}")
         for token, expected in ((IMAGE_PLACEHOLDER, self.image_token_id), (VOCO_PLACEHOLDER, self.voco_token_id)):
             got = tokenizer.convert_tokens_to_ids(token)
             if got != expected:
                 raise ValueError(f"the tokenizer maps {token} to id {got} but the model config says {expected}")
 
-    def render(self, record, frame_counts=None) -> tuple[str, list[tuple[int, int]], list]:
+    def render(self, record, frame_counts=None, num_voco: int | None = None) -> tuple[str, list[tuple[int, int]], list]:
         turns, images = normalize_record(record, frame_counts)
+        if not self.reference:
+            text, spans = self.template.render(turns)
+            return text, spans, images
+        if len(images) > 1:
+            raise BadRecordError("image_count", f"{len(images)} images; the reference layout takes one per record")
+        if images:  # newlines go (llava/train/train_compress.py preprocess_v1); answers' too, before the spans
+            turns = [(q.replace("\n", ""), a.replace("\n", "")) for q, a in turns]
         text, spans = self.template.render(turns)
-        return text, spans, images
+        ref = reference_prompt(text, self.num_voco if num_voco is None else num_voco)
+        # everything reference_prompt changes lies before the first answer: the spans move as one
+        shift = len(ref) - len(text)
+        spans = [(start + shift, end + shift) for start, end in spans]
+        assert [ref[a:b] for a, b in spans] == [text[a - shift : b - shift] for a, b in spans]
+        return ref, spans, images
 
     def encode(self, record, frame_counts=None, num_voco: int | None = None) -> Sample:
         """The training row: every image expanded into its group (K = num_voco, by default the
@@ -333,7 +356,7 @@ class RecordEncoder:
             self.image_token_id,
             self.num_vision,
             self.voco_token_id,
-            k,
+            0 if self.reference else k,  # the reference layout writes its VoCo tokens in the text
             checked.text_labels,
         )
         return Sample(ids[: checked.length], labels[: checked.length], checked.images)
@@ -352,13 +375,15 @@ class RecordEncoder:
         `num_vocos`: each record's K (default: the model's for all)."""
         ks = iter(num_vocos if num_vocos is not None else [self.num_voco] * len(records))
         out: list[Encoded | BadRecordError] = []
+        ks = list(ks)
         rendered = []
-        for record in records:
+        for record, k in zip(records, ks):
             try:
-                rendered.append(self.render(record, frame_counts))
+                rendered.append(self.render(record, frame_counts, k))
             except BadRecordError as err:
                 rendered.append(err)
-        texts = [r[0] for r in rendered if not isinstance(r, BadRecordError)]
+        ks = iter(ks)
+        texts = [self._tokenized_text(r[0]) for r in rendered if not isinstance(r, BadRecordError)]
         enc = self.tokenizer(texts, return_offsets_mapping=True, add_special_tokens=True) if texts else None
         tokenised = iter(zip(enc["input_ids"], enc["offset_mapping"])) if texts else iter(())
         for r in rendered:
@@ -368,10 +393,29 @@ class RecordEncoder:
                 continue
             ids, offsets = next(tokenised)
             try:
+                if self.reference and r[0].startswith(IMAGE_PLACEHOLDER):
+                    ids, offsets, spans = self._image_first(ids, offsets, r[1])
+                    out.append(self._finish(ids, offsets, spans, r[2], k))
+                    continue
                 out.append(self._finish(ids, offsets, r[1], r[2], k))
             except BadRecordError as err:
                 out.append(err)
         return out
+
+    def _tokenized_text(self, text: str) -> str:
+        """What the tokenizer reads: the reference layout's leading `<image>` is not text
+        (core/processing.py `tokenize_with_images`: the piece after it is tokenised on its own)."""
+        return text[len(IMAGE_PLACEHOLDER) :] if self.reference and text.startswith(IMAGE_PLACEHOLDER) else text
+
+    def _image_first(self, ids, offsets, spans):
+        """The piece after the leading `<image>`, tokenised alone, behind BOS and one image token, as
+        `tokenize_with_images` writes it; offsets and spans in the piece's characters."""
+        bos = self.tokenizer.bos_token_id
+        head = [bos] if ids and ids[0] == bos else []
+        ids = [*head, self.image_token_id, *ids[len(head) :]]
+        offsets = [(0, 0)] * (len(head) + 1) + list(offsets[len(head) :])
+        cut = len(IMAGE_PLACEHOLDER)
+        return ids, offsets, [(start - cut, end - cut) for start, end in spans]
 
     def _finish(self, ids, offsets, spans, images, num_voco: int) -> Encoded:
         ids = list(ids)
@@ -381,24 +425,31 @@ class RecordEncoder:
             raise BadRecordError(
                 "image_count", f"rendered prompt has {len(image_positions)} image token(s) for {len(images)} image(s)"
             )
-        if self.voco_token_id in ids:
+        if ids.count(self.voco_token_id) != (num_voco if self.reference and images else 0):
             raise BadRecordError("reserved_token")
         first_answer = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), None)
         if first_answer is None:
             raise BadRecordError("no_supervision")
-        return Encoded(ids, labels, images, self._length(len(ids), image_positions, first_answer, num_voco))
+        last_voco = len(ids) - 1 - ids[::-1].index(self.voco_token_id) if self.reference and images else None
+        return Encoded(ids, labels, images, self._length(len(ids), image_positions, first_answer, num_voco, last_voco))
 
-    def _length(self, n_text: int, image_positions: list[int], first_answer: int, num_voco: int) -> int:
+    def _length(
+        self, n_text: int, image_positions: list[int], first_answer: int, num_voco: int, last_voco: int | None = None
+    ) -> int:
         """Length after expansion and truncation, computed on the unexpanded tokens.
 
         Truncation to model_max_length may only cut after the last compression group and must
         keep at least one supervised token; otherwise the record is bad."""
-        extra = self.num_vision + num_voco - 1  # tokens each image token grows by
+        # tokens each image token grows by (the reference layout's VoCo tokens are in the text already)
+        extra = self.num_vision + (0 if self.reference else num_voco) - 1
         expanded = lambda i: i + extra * sum(p < i for p in image_positions)  # noqa: E731  (position of token i)
         full, limit = n_text + extra * len(image_positions), self.model_max_length
         if full <= limit:
             return full
-        last_group_end = expanded(image_positions[-1]) + extra + 1 if image_positions else 0
+        if last_voco is not None:  # the reference layout's group ends at its last VoCo token
+            last_group_end = expanded(last_voco) + 1
+        else:
+            last_group_end = expanded(image_positions[-1]) + extra + 1 if image_positions else 0
         if last_group_end >= limit:
             raise BadRecordError(
                 "too_long",

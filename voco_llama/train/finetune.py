@@ -10,6 +10,8 @@ Trainer; `--evaluation_strategy` is accepted as the old name of `--eval_strategy
 `--num_voco K`, `--num_voco_choices 1,2,4,8,16` (one model for several K: each record's K drawn
 uniformly from the set, see `train.data.draw_num_voco`), `--compressor voco`, `--position_layout`,
 `--attention_rule voco|causal` (causal trains the full-token upper-bound model),
+`--voco_layout llava|reference` (reference: the VoCo-LLaMA reference code's layout and prompts, so
+its checkpoints train on; answers and their `</s>` are the only labels either way),
 `--freeze_vision_tower` (default True),
 `--skip_bad_samples` (with `--max_bad_fraction`, default 0.05), `--seed`.
 
@@ -19,7 +21,10 @@ The starting model is one of:
   (c) LLaVA-style parts: a Llama causal LM (`--model_name_or_path`, with its tokenizer), a CLIP
       vision tower (`--vision_tower`, with its image processor) and a stage-1 projector
       (`--pretrain_mm_mlp_adapter`, `mm_projector.bin`): assembled by `convert.convert_original`
-      (a plain Llama checkpoint is the original LLaVA layout without projector keys).
+      (a plain Llama checkpoint is the original LLaVA layout without projector keys);
+  (d) with `--voco_layout reference`, a checkpoint of the VoCo-LLaMA reference code (model_type
+      "llava_llama", a `<voco>` row; `--vision_tower`, else its local mm_vision_tower):
+      `convert.from_voco_llama_reference`.
 
 The data is validated as `voco data check` does (every image opened) before training starts: bad
 records stop the run with one line and exit code 2, unless `--skip_bad_samples` (then the
@@ -87,6 +92,13 @@ class ModelArguments:
         },
     )
     compressor: str = field(default="voco", metadata={"help": "voco, or a 1-token baseline: avgpool, qformer"})
+    voco_layout: str | None = field(
+        default=None,
+        metadata={
+            "help": "llava (ours) or reference (the VoCo-LLaMA reference code's: image first, its prompt, "
+            "natural positions; continues its checkpoints); default: the start model's, else llava"
+        },
+    )
     position_layout: str | None = field(
         default=None, metadata={"help": "compact or natural (default: model's, else compact)"}
     )
@@ -335,7 +347,13 @@ def _model_type(directory: str) -> str | None:
 
 def load_start_model(margs: ModelArguments):
     """(model, tokenizer, image_processor, how) for the three ways of starting; see the module doc."""
-    from ..core.convert import convert_original, from_llava_hf
+    from ..core.convert import (
+        REFERENCE_MODEL_TYPE,
+        convert_original,
+        from_llava_hf,
+        from_voco_llama_reference,
+        set_voco_layout,
+    )
     from ..core.presets import load_bundle
 
     if margs.mm_projector_type != "mlp2x_gelu":
@@ -360,6 +378,19 @@ def load_start_model(margs: ModelArguments):
         raise InputError(f"--attention_rule {margs.attention_rule}: expected voco or causal")
     if margs.position_layout not in (None, "compact", "natural"):
         raise InputError(f"--position_layout {margs.position_layout}: expected compact or natural")
+    if margs.voco_layout not in (None, "llava", "reference"):
+        raise InputError(f"--voco_layout {margs.voco_layout}: expected llava or reference")
+    if margs.voco_layout == "reference":
+        for flag, bad in (
+            ("--compressor", margs.compressor != "voco"),
+            ("--attention_rule", margs.attention_rule != "voco"),
+            ("--position_layout", margs.position_layout not in (None, "natural")),
+            ("--num_voco_choices", margs.num_voco_choices is not None),
+        ):
+            if bad:
+                raise InputError(
+                    f"{flag} does not go with --voco_layout reference (its rule, natural positions, one K)"
+                )
 
     choices = parse_num_voco_choices(margs.num_voco_choices)
     if choices is not None and margs.compressor != "voco":
@@ -388,6 +419,12 @@ def load_start_model(margs: ModelArguments):
         with _without_zero3_init():
             model, tokenizer, image_processor = from_llava_hf(source, k, layout)
         how = "HF LLaVA checkpoint"
+    elif model_type == REFERENCE_MODEL_TYPE and margs.voco_layout == "reference":
+        with _without_zero3_init():
+            model, tokenizer, image_processor = from_voco_llama_reference(
+                source, margs.vision_tower, margs.num_voco if margs.num_voco is not None else 2
+            )
+        how = "VoCo-LLaMA reference checkpoint"
     elif margs.vision_tower:
         if model_type is None:
             raise InputError(f"{source}: not a model directory (no config.json)")
@@ -415,6 +452,8 @@ def load_start_model(margs: ModelArguments):
     if choices is not None:
         model.config.num_voco_choices = choices
     model.config.attention_rule = margs.attention_rule
+    if margs.voco_layout is not None and margs.voco_layout != model.config.voco_layout:
+        set_voco_layout(model, tokenizer, margs.voco_layout, margs.position_layout)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, image_processor, how
