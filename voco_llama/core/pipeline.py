@@ -116,7 +116,7 @@ class VoCoPipeline:
         num_voco = group_num_voco(cache) if cache is not None else num_voco  # each cached group at its own K
         batch = encode_prompts(prompts, self.tokenizer, self.model.config, num_voco=num_voco)
         pixel_values = self.pixels(images) if route in ("masked", "full") else None
-        generation = self.model.generate(
+        generation = self.model.answer(
             batch["input_ids"].to(self.model.device),
             batch["attention_mask"].to(self.model.device),
             pixel_values=pixel_values,

@@ -387,7 +387,7 @@ class VoCoLlava(_Base):
                         pixel_values=pixel_values,
                         cache=cache,
                         rule="causal" if route == "full" else "voco",
-                    )[0]
+                    ).logits
                 # Query rows are left-padded and end with each row's last text tokens: the
                 # continuation is right-aligned, predicted by the positions just before it.
                 width = logits.shape[1]
