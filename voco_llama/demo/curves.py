@@ -63,7 +63,7 @@ def _score_point(preset, model_dir: Path, mode: str, files: dict, world, answers
             questions,
             out,
             world.images_dir,
-            mode=mode,
+            route=mode,
             max_new_tokens=preset.max_new_tokens,
             batch_size=preset.eval_batch_size,
         )
