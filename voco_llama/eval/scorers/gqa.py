@@ -7,8 +7,8 @@ testdev_balanced_questions.json); the reporting category is ``types.structural``
 
 from __future__ import annotations
 
-from ..answers import ScoringError, key_loader, load_answers, simple_key
-from .base import accuracy_summary, missing_rule, pair
+from ..answers import ScoringError, key_loader, simple_key
+from .base import accuracy_summary, missing_rule, pair, register_scorer
 
 
 def gqa_prediction(text: str) -> str:
@@ -29,12 +29,11 @@ def _gqa_key(path):
     return simple_key(path, _gqa_records)
 
 
-def score_gqa(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
-    if extra_file is not None:
-        raise ScoringError("gqa takes no extra file")
+@register_scorer("gqa", "GQA")
+def score_gqa(answers_path, annotation_path, *, missing="official") -> dict:
     records, answer_key = _gqa_key(annotation_path)
     # GQA's eval.py stops on a question without a prediction; wrong is what a blank one scores.
     missing = missing_rule(missing, official="wrong")
-    pairs, counts = pair(load_answers(answers_path), answers_path, records, answer_key, str(annotation_path), missing)
+    pairs, counts = pair(answers_path, annotation_path, records, answer_key, missing)
     # GQA golds are lower-case already; lower-casing them only matters for hand-made keys.
     return accuracy_summary("gqa", pairs, counts, lambda r, text: gqa_prediction(text) == r["answer"].lower())
