@@ -175,7 +175,7 @@ def test_eval_video_questions_from_frame_caches(tmp_path):
         max_new_tokens=4,
         batch_size=3,
     )
-    texts = lambda p: [json.loads(line)["text"] for line in p.read_text().splitlines()]  # noqa: E731
+    texts = lambda p: [json.loads(line)["text"] for line in p.read_text().splitlines()]
     assert texts(tmp_path / "v.jsonl") == texts(tmp_path / "m.jsonl")
 
 

@@ -11,13 +11,13 @@ pytest.importorskip(
     "lmms_eval", reason="lmms-eval is not installed (`make lmms`: the [lmms] extra, then lmms-eval --no-deps)"
 )
 
-from voco_llama.core.pipeline import VoCoPipeline  # noqa: E402
-from voco_llama.demo.toyworld import generate_world  # noqa: E402
-from voco_llama.eval.evaluate import run_eval  # noqa: E402
-from voco_llama.eval.lmms import VoCoLlava  # noqa: E402
-from voco_llama.eval.lmms_tasks import TASKS_DIR  # noqa: E402
-from voco_llama.eval.lmms_tasks import utils as task_utils  # noqa: E402
-from voco_llama.eval.scorers import score  # noqa: E402
+from voco_llama.core.pipeline import VoCoPipeline
+from voco_llama.demo.toyworld import generate_world
+from voco_llama.eval.evaluate import run_eval
+from voco_llama.eval.lmms import VoCoLlava
+from voco_llama.eval.lmms_tasks import TASKS_DIR
+from voco_llama.eval.lmms_tasks import utils as task_utils
+from voco_llama.eval.scorers import score
 
 LIMIT = 8
 

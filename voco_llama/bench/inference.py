@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -278,6 +279,11 @@ def peak_alloc_bytes(call) -> int:
     profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
+    # Kineto, the profiler's backend, writes "USDT: ... profiler_start" / "profiler_stop" to stderr
+    # for every session at its top level (USDT = 5, above its errors); its threshold comes from
+    # KINETO_LOG_LEVEL, read when the profiler first starts in the process. 6 keeps it quiet
+    # (a level the user set is left alone).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
     events = sorted(

@@ -265,7 +265,7 @@ def run_clients(server: LoopbackServer, name: str, images: list[str], clients: i
 def resident_capacity(entry, budget: int, fingerprint: str) -> int:
     """Images a store of `budget` bytes holds: filled with copies of `entry` until it evicts."""
     store = CacheStore(budget, fingerprint)
-    clone = lambda t: t.clone()  # noqa: E731
+    clone = lambda t: t.clone()
     n = 0
     while store.evictions == 0 and store.resident_count == n:  # (an entry over the budget is never kept)
         if isinstance(entry, FullEntry):

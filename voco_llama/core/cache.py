@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from .attention import LAYOUTS
 from .errors import InputError
 from .files import write_atomic
 
@@ -40,7 +41,6 @@ _FIELDS = {
     "positions": json.loads,
     "fingerprint": str,
 }
-LAYOUTS = ("compact", "natural")
 
 
 def kv_bytes(config, tokens: int, bytes_per_value: int = 4) -> int:
@@ -110,7 +110,7 @@ class VoCoCache:
         )
 
     def to(self, device=None, dtype=None) -> VoCoCache:
-        move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+        move = lambda t: t.to(device=device, dtype=dtype)
         return replace(self, keys=[move(k) for k in self.keys], values=[move(v) for v in self.values])
 
     def _tensors(self) -> dict[str, torch.Tensor]:

@@ -394,7 +394,7 @@ class RecordEncoder:
         Truncation to model_max_length may only cut after the last compression group and must
         keep at least one supervised token; otherwise the record is bad."""
         extra = self.num_vision + num_voco - 1  # tokens each image token grows by
-        expanded = lambda i: i + extra * sum(p < i for p in image_positions)  # noqa: E731  (position of token i)
+        expanded = lambda i: i + extra * sum(p < i for p in image_positions)  # position of token i
         full, limit = n_text + extra * len(image_positions), self.model_max_length
         if full <= limit:
             return full
@@ -450,7 +450,7 @@ def _video_problem(folder: Path, relative: str, num_frames: int | None, open_vid
         return BadRecordError("missing_video", relative)
     try:
         total = _frame_total(path)
-    except Exception as err:  # noqa: BLE001  (PyAV raises many kinds of error on a broken file)
+    except Exception as err:  # PyAV raises many kinds of error on a broken file
         return BadRecordError("unreadable_video", f"{relative} ({err.__class__.__name__}: {err})")
     if total == 0:
         return BadRecordError("video_frames", f"{relative} has no frames")
