@@ -358,5 +358,5 @@ def test_both_spellings_and_defaults_in_help(files, capsys):
     for verb in ("init", "ask", "compress", "convert", "chat"):
         assert main([verb, "--help"]) == 0
         text = capsys.readouterr().out
-        assert "(default:" in text and "--num-frames" in text or "--num-voco" in text, verb
+        assert "(default:" in text and ("--num-frames" in text or "--num-voco" in text), verb
         assert "--num_" not in text, verb  # the other spelling parses but is not shown

@@ -2,9 +2,10 @@
 `register_cli(subparsers)` and runs as `args.func(args) -> exit code`:
 
   init, convert, compress, ask, chat    apps/           (using the model)
+  serve                                 apps/ + serve/  (the OpenAI-compatible server)
   train, data check                     train/          (VoCo instruction tuning, data checks)
   eval, score, retention, submit        eval/           (benchmarks and the retention rate)
-  bench, bench-train                    bench/          (what compression costs and saves)
+  bench, bench-train, bench-serve       bench/          (what compression costs and saves)
   demo                                  demo/           (the paper's tables on a synthetic world)
 
 This is the one place where bad input becomes an exit code: any `InputError` (a missing or

@@ -24,7 +24,7 @@ def test_prompt_and_answer_stay_within_the_context():
     def generate(question, new_tokens):
         batch = encode_prompts([question_prompt(question)], tok, model.config)
         # eos -1 never comes: the answer runs to its limit
-        return batch, model.generate(**batch, cache=cache, max_new_tokens=new_tokens, eos_token_id=-1)
+        return batch, model.answer(**batch, cache=cache, max_new_tokens=new_tokens, eos_token_id=-1)
 
     batch, out = generate("red circle", 200)
     used = int(batch["attention_mask"].sum()) - model.config.num_vision_tokens  # compact: the group costs K

@@ -3,6 +3,9 @@ order, and the --quick CLI run's outputs."""
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -134,3 +137,17 @@ def test_quick_cli_writes_json_markdown_and_plots(tmp_path, capsys):
     for name in result["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(result["plots"]) == ["bench_frames.png", "bench_k.png"]
+
+
+def test_peak_alloc_prints_no_profiler_lines(tmp_path):
+    """`voco bench` printed kineto's `USDT: ... profiler_start/stop` pair for every measurement."""
+    code = (
+        "import torch\n"
+        "from voco_llama.bench.inference import peak_alloc_bytes\n"
+        "print(peak_alloc_bytes(lambda: torch.ones(1024, 256) + 1))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 2 * 1024 * 256 * 4  # two 1 MiB tensors alive at once: the ones and the sum
+    assert "USDT" not in out.stderr and "profiler_start" not in out.stderr, out.stderr

@@ -28,7 +28,7 @@ def test_mask_is_the_papers_rule():
         for k in range(len(ROW)):
             qk, kk = ROW[q], ROW[k]
             in_group_q = qk in (IMG, VOC)
-            group = lambda i: 1 if 4 <= i <= 8 else (2 if 10 <= i <= 14 else 0)  # noqa: E731
+            group = lambda i: 1 if 4 <= i <= 8 else (2 if 10 <= i <= 14 else 0)
             if kk == PAD or k > q:
                 expected = False
             elif in_group_q:

@@ -91,7 +91,8 @@ def test_caches_can_be_placed_anywhere_in_any_order(tiny):
     ]
     enc = encode_prompts(prompts, tok, model.config)
     with torch.no_grad():
-        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        prompt = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        logits, query = prompt.logits, prompt.query_labels
         full = model(**enc, pixel_values=pixels).logits
     reference = full.gather(1, query.order[..., None].expand(-1, -1, full.shape[-1]))
     assert (logits - reference)[query.valid].abs().max() < 1e-4

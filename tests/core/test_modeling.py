@@ -49,16 +49,37 @@ def test_cache_path_equals_masked_pass(kv_heads, num_voco, layout, path):
     assert (enc["attention_mask"] == 0).any(), "the batch must include padding"
     with torch.no_grad():
         cache = model.compress(pixels)
-        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        prompt = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        logits, query = prompt.logits, prompt.query_labels
         reference = context_logits_of_masked_pass(model, enc, pixels, query)
     assert cache.num_groups == 4 and cache.num_voco == num_voco
     diff = (logits - reference)[query.valid].abs().max().item()
     assert diff < TOL, diff
     # and the generated answers agree token for token
-    g_cache = model.generate(enc["input_ids"], enc["attention_mask"], cache=cache, max_new_tokens=6)
-    g_masked = model.generate(enc["input_ids"], enc["attention_mask"], pixel_values=pixels, max_new_tokens=6)
+    g_cache = model.answer(enc["input_ids"], enc["attention_mask"], cache=cache, max_new_tokens=6)
+    g_masked = model.answer(enc["input_ids"], enc["attention_mask"], pixel_values=pixels, max_new_tokens=6)
     assert torch.equal(g_cache.sequences, g_masked.sequences)
     assert (g_cache.logprobs - g_masked.logprobs).abs().max() < TOL
+
+
+def test_prefill_result_is_named_and_transformers_generate_is_refused():
+    model, tok, _ = make()
+    enc = batch(tok, model, QUESTIONS)
+    torch.manual_seed(1)
+    pixels = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        prompt = model.prefill(enc["input_ids"], enc["attention_mask"], cache=model.compress(pixels))
+    rows, context = enc["input_ids"].shape[0], int(prompt.query_labels.valid.sum(1).max())
+    assert prompt.logits.shape == (rows, context, model.config.text_config.vocab_size)
+    assert prompt.query_positions.shape == (rows, context)
+    # the keys are the 4 groups' cached VoCo tokens (1 and 3 images per row, K=1) then the queries
+    assert prompt.key_labels.kind.shape == (rows, 3 + context)
+    assert len(prompt.past.layers) == model.config.text_config.num_hidden_layers
+    assert prompt.past.layers[0].keys.shape[2] == 3 + context
+    assert prompt.next_order == int(prompt.query_labels.order.max()) + 1
+    # transformers' loop would run forward one token at a time without the prompt's labels
+    with pytest.raises(NotImplementedError, match=r"model\.answer"):
+        model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=pixels)
 
 
 def test_eager_and_sdpa_agree_and_siglip_tower_works():
@@ -76,7 +97,8 @@ def test_eager_and_sdpa_agree_and_siglip_tower_works():
     enc = batch(tok, model, QUESTIONS)
     with torch.no_grad():
         cache = model.compress(pixels)
-        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        prompt = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        logits, query = prompt.logits, prompt.query_labels
         reference = context_logits_of_masked_pass(model, enc, pixels, query)
     assert (logits - reference)[query.valid].abs().max() < TOL
 
@@ -89,8 +111,8 @@ def test_text_depends_on_image_only_through_voco_tokens():
     with torch.no_grad():
         cache_ab = model.compress(torch.cat([a, b]))
         cache_ba = model.compress(torch.cat([b, a]))
-        ab = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache_ab)[0]
-        ba = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache_ba)[0]
+        ab = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache_ab).logits
+        ba = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache_ba).logits
         assert (ab[0] - ab[1]).abs().max() > 1e-3, "different images must give different answers"
         assert torch.allclose(ab[0], ba[1], atol=1e-6, rtol=0) and torch.allclose(ab[1], ba[0], atol=1e-6, rtol=0)
         # ablation: text barred from VoCo tokens too -> the image cannot matter at all
@@ -191,7 +213,8 @@ def test_every_k_of_the_trained_set_cache_path_equals_masked_pass(layout, path):
         enc = batch(tok, model, QUESTIONS, num_voco=k)
         with torch.no_grad():
             cache = model.compress(pixels, num_voco=k)
-            logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+            prompt = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+            logits, query = prompt.logits, prompt.query_labels
             reference = context_logits_of_masked_pass(model, enc, pixels, query)
         assert cache.num_voco == k
         diff = (logits - reference)[query.valid].abs().max().item()
@@ -214,12 +237,13 @@ def test_caches_of_different_k_in_one_prompt_equal_masked_pass(kv_heads, path):
     ks = [1, 1, 1, 4, 16]
     enc = batch(tok, model, questions, num_voco=ks)
     with torch.no_grad():
-        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=[video, image, extra])
+        prompt = model.prefill(enc["input_ids"], enc["attention_mask"], cache=[video, image, extra])
+        logits, query = prompt.logits, prompt.query_labels
         reference = context_logits_of_masked_pass(model, enc, pixels, query)
     diff = (logits - reference)[query.valid].abs().max().item()
     assert diff < TOL, diff
-    g_cache = model.generate(**enc, cache=[video, image, extra], max_new_tokens=6)
-    g_masked = model.generate(**enc, pixel_values=pixels, max_new_tokens=6)
+    g_cache = model.answer(**enc, cache=[video, image, extra], max_new_tokens=6)
+    g_masked = model.answer(**enc, pixel_values=pixels, max_new_tokens=6)
     assert torch.equal(g_cache.sequences, g_masked.sequences)
     assert (g_cache.logprobs - g_masked.logprobs).abs().max() < TOL
     # a prompt whose <voco> counts do not match the caches' K is refused, naming the image

@@ -231,11 +231,11 @@ def test_compress_and_answer_from_caches_equal_dense_mask(kernel, kv_heads, monk
 
     def run(m):
         cache = m.compress(pixels)
-        from_cache, query, *_ = m.prefill(ids, mask, cache=cache)
-        single, labels, *_ = m.prefill(ids, mask, pixel_values=pixels)
+        from_cache, single = m.prefill(ids, mask, cache=cache), m.prefill(ids, mask, pixel_values=pixels)
         decoded = [decode_steps(m, ids, mask, forced, **kw) for kw in ({"cache": cache}, {"pixel_values": pixels})]
-        answers = [m.generate(ids, mask, max_new_tokens=5, **kw) for kw in ({"cache": cache}, {"pixel_values": pixels})]
-        return cache, from_cache[query.valid], single[labels.valid], decoded, answers
+        answers = [m.answer(ids, mask, max_new_tokens=5, **kw) for kw in ({"cache": cache}, {"pixel_values": pixels})]
+        from_cache, single = (p.logits[p.query_labels.valid] for p in (from_cache, single))
+        return cache, from_cache, single, decoded, answers
 
     masks = no_dense_masks(monkeypatch)
     with torch.no_grad():
@@ -257,14 +257,14 @@ def test_compress_and_answer_from_caches_equal_dense_mask(kernel, kv_heads, monk
 
 
 def decode_steps(model, ids, mask, tokens, **prefill):
-    """Logits [B, steps, V] of decode steps fed `tokens` (the same for both paths), as generate runs them."""
-    logits, query, key, past, q_positions = model.prefill(ids, mask, **prefill)
-    last = _last_valid(query.valid)
-    position = q_positions.gather(1, last[:, None]) + 1
-    order = int(key.order.max()) + 1
+    """Logits [B, steps, V] of decode steps fed `tokens` (the same for both paths), as `answer` runs them."""
+    prompt = model.prefill(ids, mask, **prefill)
+    last = _last_valid(prompt.query_labels.valid)
+    position = prompt.query_positions.gather(1, last[:, None]) + 1
+    key, order = prompt.key_labels, prompt.next_order
     out = []
     for step in range(tokens.shape[1]):
-        step_logits, key = model.decode_step(tokens[:, step], key, past, position + step, order + step, "voco")
+        step_logits, key = model.decode_step(tokens[:, step], key, prompt.past, position + step, order + step, "voco")
         out.append(step_logits)
     return torch.stack(out, 1)
 

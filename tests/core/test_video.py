@@ -59,7 +59,8 @@ def test_per_frame_caches_equal_one_masked_pass_over_all_frames(num_voco):
     enc = encode_prompts([question_prompt("Which way did it move?", num_images=8)], tok, model.config)
     with torch.no_grad():
         cache = model.compress(pixels)
-        logits, query, *_ = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        prompt = model.prefill(enc["input_ids"], enc["attention_mask"], cache=cache)
+        logits, query = prompt.logits, prompt.query_labels
         full = model(**enc, pixel_values=pixels).logits
     reference = full.gather(1, query.order[..., None].expand(-1, -1, full.shape[-1]))
     assert (logits - reference).abs().max() < 1e-4
@@ -158,7 +159,7 @@ def test_eval_video_questions_from_frame_caches(tmp_path):
         tmp_path / "q.jsonl",
         tmp_path / "v.jsonl",
         tmp_path,
-        mode="voco",
+        route="cache",
         num_frames=4,
         max_new_tokens=4,
         batch_size=3,
@@ -169,12 +170,12 @@ def test_eval_video_questions_from_frame_caches(tmp_path):
         tmp_path / "q.jsonl",
         tmp_path / "m.jsonl",
         tmp_path,
-        mode="masked",
+        route="masked",
         num_frames=4,
         max_new_tokens=4,
         batch_size=3,
     )
-    texts = lambda p: [json.loads(line)["text"] for line in p.read_text().splitlines()]  # noqa: E731
+    texts = lambda p: [json.loads(line)["text"] for line in p.read_text().splitlines()]
     assert texts(tmp_path / "v.jsonl") == texts(tmp_path / "m.jsonl")
 
 

@@ -34,26 +34,26 @@ def lines(path):
 
 def test_answers_file_format_and_cache_reuse(setup):
     d, pipe = setup
-    summary = run_eval(pipe, d / "q.jsonl", d / "voco.jsonl", d, mode="voco", max_new_tokens=4, batch_size=2)
+    summary = run_eval(pipe, d / "q.jsonl", d / "voco.jsonl", d, route="cache", max_new_tokens=4, batch_size=2)
     assert summary["answered"] == 5 and summary["images_compressed"] == 2 and summary["cache_reuses"] == 3
     answers = lines(d / "voco.jsonl")
     assert [a["question_id"] for a in answers] == [0, 1, 2, 3, 4]
     assert set(answers[0]) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
     # the cache path answers exactly what the single masked pass answers
-    run_eval(pipe, d / "q.jsonl", d / "masked.jsonl", d, mode="masked", max_new_tokens=4, batch_size=3)
+    run_eval(pipe, d / "q.jsonl", d / "masked.jsonl", d, route="masked", max_new_tokens=4, batch_size=3)
     assert [a["text"] for a in lines(d / "masked.jsonl")] == [a["text"] for a in answers]
 
 
 def test_resume_repairs_a_torn_line_and_never_duplicates(setup):
     d, pipe = setup
     out = d / "resume.jsonl"
-    run_eval(pipe, d / "q.jsonl", out, d, mode="none", max_new_tokens=3)
+    run_eval(pipe, d / "q.jsonl", out, d, route="none", max_new_tokens=3)
     full = out.read_text().splitlines()
     out.write_text("\n".join(full[:2]) + "\n" + full[2][:15])  # killed mid-write of the third line
-    summary = run_eval(pipe, d / "q.jsonl", out, d, mode="none", max_new_tokens=3)
+    summary = run_eval(pipe, d / "q.jsonl", out, d, route="none", max_new_tokens=3)
     assert summary["skipped_already_answered"] == 2 and summary["answered"] == 3
     assert [a["question_id"] for a in lines(out)] == [0, 1, 2, 3, 4]
-    assert run_eval(pipe, d / "q.jsonl", out, d, mode="none", max_new_tokens=3)["answered"] == 0
+    assert run_eval(pipe, d / "q.jsonl", out, d, route="none", max_new_tokens=3)["answered"] == 0
 
 
 def test_chunks_cover_the_file_like_llava():
@@ -88,36 +88,63 @@ def eval_args(model, tmp_path, *extra):
 
 
 def test_resume_only_the_run_that_started_the_file(setup, tiny_model_dir, tmp_path, capsys):
-    # Issue 17: a re-run with another model or mode kept the old answers ("answered 0, skipped 96").
+    # Issue 17: a re-run with another model or route kept the old answers ("answered 0, skipped 96").
     d, _ = setup
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_bytes((d / name).read_bytes())
     (tmp_path / "q.jsonl").write_text((d / "q.jsonl").read_text())
     # a model trained for K in {1, 2}: --num-voco 1 is a K it takes, but not the one this file was started with
     model, other = tiny_model_dir(num_voco=2, num_voco_choices=(1, 2)), tiny_model_dir(num_voco=2, seed=1)
-    assert main(eval_args(model, tmp_path, "--mode", "masked")) == 0
+    assert main(eval_args(model, tmp_path, "--route", "masked")) == 0
     first = (tmp_path / "a.jsonl").read_text()
     meta = json.loads((tmp_path / "a.jsonl.meta.json").read_text())
-    assert (meta["mode"], meta["num_voco"], meta["max_new_tokens"]) == ("masked", 2, 2)
+    assert (meta["route"], meta["num_voco"], meta["max_new_tokens"]) == ("masked", 2, 2)
     capsys.readouterr()
-    for extra in (["--mode", "voco"], ["--mode", "masked", "--num-voco", "1"]):
+    for extra in (["--route", "cache"], ["--route", "masked", "--num-voco", "1"]):
         assert main(eval_args(model, tmp_path, *extra)) == 2
         err = capsys.readouterr().err
         assert err.startswith("voco: error: ") and "started by another run" in err and "--overwrite" in err
         assert len(err.strip().splitlines()) == 1
-    assert main([*eval_args(other, tmp_path, "--mode", "masked")]) == 2
+    assert main([*eval_args(other, tmp_path, "--route", "masked")]) == 2
     assert "model_fingerprint" in capsys.readouterr().err
     assert (tmp_path / "a.jsonl").read_text() == first  # nothing appended, nothing lost
-    assert main(eval_args(model, tmp_path, "--mode", "masked")) == 0  # the same run resumes
+    assert main(eval_args(model, tmp_path, "--route", "masked")) == 0  # the same run resumes
     assert json.loads(capsys.readouterr().out)["skipped_already_answered"] == 5
-    assert main(eval_args(other, tmp_path, "--mode", "voco", "--overwrite")) == 0
+    assert main(eval_args(other, tmp_path, "--route", "cache", "--overwrite")) == 0
     assert json.loads(capsys.readouterr().out)["answered"] == 5
     assert len(lines(tmp_path / "a.jsonl")) == 5
-    assert json.loads((tmp_path / "a.jsonl.meta.json").read_text())["mode"] == "voco"
+    assert json.loads((tmp_path / "a.jsonl.meta.json").read_text())["route"] == "cache"
     # an answers file nobody recorded (an older run, another tool) is not appended to
     (tmp_path / "a.jsonl.meta.json").unlink()
-    assert main(eval_args(other, tmp_path, "--mode", "voco")) == 2
+    assert main(eval_args(other, tmp_path, "--route", "cache")) == 2
     assert "no a.jsonl.meta.json" in capsys.readouterr().err
+
+
+def test_earlier_route_spellings_resume_the_same_run(setup, tiny_model_dir, tmp_path, capsys):
+    """`--mode voco` (the flag's and route's earlier names) is `--route cache`, and a file whose
+    sidecar an earlier version wrote ("mode": "voco") resumes under it."""
+    d, _ = setup
+    for name in ("a.png", "b.png", "q.jsonl"):
+        (tmp_path / name).write_bytes((d / name).read_bytes())
+    model, sidecar = tiny_model_dir(num_voco=2), tmp_path / "a.jsonl.meta.json"
+    assert main(eval_args(model, tmp_path, "--route", "cache")) == 0
+    first = (tmp_path / "a.jsonl").read_text()
+    capsys.readouterr()
+    for old in (["--mode", "voco"], ["--route", "voco"], ["--mode", "cache"]):
+        assert main(eval_args(model, tmp_path, *old)) == 0
+        assert json.loads(capsys.readouterr().out)["skipped_already_answered"] == 5
+    meta = json.loads(sidecar.read_text())
+    earlier = {("mode" if k == "route" else k): ("voco" if k == "route" else v) for k, v in meta.items()}
+    sidecar.write_text(json.dumps(earlier))
+    assert main(eval_args(model, tmp_path)) == 0  # the default route, cache
+    assert json.loads(capsys.readouterr().out)["skipped_already_answered"] == 5
+    assert json.loads(sidecar.read_text()) == meta and (tmp_path / "a.jsonl").read_text() == first
+    sidecar.write_text(json.dumps(earlier))
+    assert main(eval_args(model, tmp_path, "--route", "masked")) == 2  # an old cache run is still not a masked one
+    assert "route 'cache' -> 'masked'" in capsys.readouterr().err
+    assert main(eval_args(model, tmp_path, "--route", "bogus")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voco: error: eval: argument --route: unknown route 'bogus'") and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("flag, value", [("--max-new-tokens", "0"), ("--batch-size", "0"), ("--num-voco", "-1")])
@@ -146,9 +173,9 @@ def test_text_only_image_and_video_questions_in_one_batch(setup, tmp_path):
         {"question_id": 4, "text": "Is the sky blue?"},
     ]
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
-    for mode in ("voco", "masked"):
-        out = tmp_path / f"{mode}.jsonl"
-        summary = run_eval(pipe, tmp_path / "q.jsonl", out, tmp_path, mode=mode, num_frames=3, max_new_tokens=3)
+    for route in ("cache", "masked"):
+        out = tmp_path / f"{route}.jsonl"
+        summary = run_eval(pipe, tmp_path / "q.jsonl", out, tmp_path, route=route, num_frames=3, max_new_tokens=3)
         assert summary["answered"] == 5
         got = lines(out)
         assert [a["question_id"] for a in got] == [0, 1, 2, 3, 4]

@@ -100,7 +100,7 @@ def test_generate_until_matches_pipeline_and_compresses_each_image_once(bundle, 
     assert texts == expected
     assert all(texts)
     assert lm.images_compressed == 2  # 3 questions, 2 distinct pictures, 2 batches
-    assert lm.cache_store.reused == 1
+    assert lm.compressed_images.reused == 1
 
     again = lm.generate_until(requests[:1])
     assert again == texts[:1] and lm.images_compressed == 2
@@ -154,7 +154,7 @@ def test_loglikelihood_is_lmms_evals_loss(bundle, docs, pipe, reference_loss):
     assert lm.images_compressed == 1
 
     # The same from the single masked pass over all vision tokens (the reference way).
-    masked = plugin_for(bundle, docs, mode="masked").loglikelihood([ll(answer.text), ll(other)])
+    masked = plugin_for(bundle, docs, route="masked").loglikelihood([ll(answer.text), ll(other)])
     assert masked[0][0] == pytest.approx(loss, abs=1e-4) and masked[1][0] == pytest.approx(loss_other, abs=1e-4)
 
 
@@ -187,8 +187,13 @@ def test_loglikelihood_batches_rows_of_different_lengths(bundle, docs):
 
 
 def test_model_args(bundle, docs):
-    with pytest.raises(ValueError, match="mode"):
-        VoCoLlava(pretrained=str(bundle), mode="bogus")
+    for args in ({"route": "bogus"}, {"mode": "bogus"}):
+        with pytest.raises(ValueError, match=r"^voco_llava: unknown route 'bogus'; expected one of cache, masked"):
+            VoCoLlava(pretrained=str(bundle), **args)
+    with pytest.raises(ValueError, match="not both"):
+        VoCoLlava(pretrained=str(bundle), route="cache", mode="voco")
+    # the earlier spelling: mode=voco is route cache, mode=masked route masked
+    assert [VoCoLlava(pretrained=str(bundle), mode=m).route for m in ("voco", "masked")] == ["cache", "masked"]
     with pytest.raises(TypeError, match="unexpected"):
         VoCoLlava(pretrained=str(bundle), temperature=0.5)
     lm = VoCoLlava(
@@ -203,7 +208,7 @@ def test_model_args(bundle, docs):
     assert (lm.num_voco, lm.batch_size, lm.rank, lm.world_size) == (1, 4, 0, 1)
     lm.task_dict = {TASK: {SPLIT: docs}}
     lm.generate_until([gen_request(0, docs, max_new_tokens=2)])
-    assert lm.cache_store.caches[next(iter(lm.cache_store.caches))].num_voco == 1
+    assert lm.compressed_images.caches[next(iter(lm.compressed_images.caches))].num_voco == 1
     with pytest.raises(InputError, match=r"^K=4: this model was trained with K in \{1, 2\}$"):
         VoCoLlava(pretrained=str(bundle), num_voco="4")
 

@@ -11,13 +11,13 @@ pytest.importorskip(
     "lmms_eval", reason="lmms-eval is not installed (`make lmms`: the [lmms] extra, then lmms-eval --no-deps)"
 )
 
-from voco_llama.core.pipeline import VoCoPipeline  # noqa: E402
-from voco_llama.demo.toyworld import generate_world  # noqa: E402
-from voco_llama.eval.evaluate import run_eval  # noqa: E402
-from voco_llama.eval.lmms import VoCoLlava  # noqa: E402
-from voco_llama.eval.lmms_tasks import TASKS_DIR  # noqa: E402
-from voco_llama.eval.lmms_tasks import utils as task_utils  # noqa: E402
-from voco_llama.eval.scorers import score  # noqa: E402
+from voco_llama.core.pipeline import VoCoPipeline
+from voco_llama.demo.toyworld import generate_world
+from voco_llama.eval.evaluate import run_eval
+from voco_llama.eval.lmms import VoCoLlava
+from voco_llama.eval.lmms_tasks import TASKS_DIR
+from voco_llama.eval.lmms_tasks import utils as task_utils
+from voco_llama.eval.scorers import score
 
 LIMIT = 8
 
@@ -85,7 +85,7 @@ def test_lmms_eval_scores_equal_voco_eval_and_voco_score(world, offline, tiny_mo
     for bench in benches:
         questions, key = first_questions(world, bench, tmp_path)
         answers = tmp_path / f"{bench}.answers.jsonl"
-        run_eval(pipe, questions, answers, world.images_dir, mode="voco", max_new_tokens=16, batch_size=1)
+        run_eval(pipe, questions, answers, world.images_dir, route="cache", max_new_tokens=16, batch_size=1)
         ours = score(bench, answers, key)["score"]
         assert results[f"voco_toy_{bench}"]["voco_score,none"] == pytest.approx(ours, abs=1e-9), bench
         # and answer for answer: the plugin says what `voco eval` says

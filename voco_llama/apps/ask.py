@@ -1,13 +1,14 @@
 """`voco ask`: a question about an image, a video or a cache file, answered by one of the
-pipeline's routes (cache: the two-stage VoCo cache; masked: one pass over all vision tokens under
-the VoCo rule; full: causal attention; none: no image)."""
+pipeline's routes (`--route` cache: the two-stage VoCo cache; masked: one pass over all vision
+tokens under the VoCo rule; full: causal attention; none: no image). `--path` is the flag's
+earlier spelling, still accepted."""
 
 from __future__ import annotations
 
 import json
 
 from ..core.errors import InputError, non_negative_float, positive_float, positive_int
-from ..core.pipeline import ROUTES
+from ..core.pipeline import add_route_flag
 
 
 def _ask_command(args) -> int:
@@ -57,9 +58,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--num-frames", type=positive_int, default=8, help="frames sampled uniformly from --video")
     p.add_argument("--fps", type=positive_float, help="sample --video at this rate instead of --num-frames")
     p.add_argument("--question", required=True)
-    p.add_argument(
-        "--route", "--path", dest="route", choices=ROUTES, default="cache", help="how the answer reaches the image"
-    )
+    add_route_flag(p, "--path", help="how the answer reaches the image")
     p.add_argument(
         "--num-voco",
         type=positive_int,

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -225,8 +226,8 @@ def build_full_cache(model, batch, pixel_values) -> FullCache:
 
 
 def prefill_full_cache(model, batch, full: FullCache):
-    """Pass 2 of (b): the text tokens against the full cache, under the same rule. Returns what
-    `model.prefill` returns: (logits, query labels, key labels, KV cache, query positions)."""
+    """Pass 2 of (b): the text tokens against the full cache, under the same rule (a `Prefill`,
+    as `model.prefill` returns)."""
     ids = batch["input_ids"]
     labels = model.labels_for(ids, batch["attention_mask"])
     positions = layout_positions(labels, model.layout_for(RULE))
@@ -279,6 +280,11 @@ def peak_alloc_bytes(call) -> int:
     profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
+    # Kineto, the profiler's backend, writes "USDT: ... profiler_start" / "profiler_stop" to stderr
+    # for every session at its top level (USDT = 5, above its errors); its threshold comes from
+    # KINETO_LOG_LEVEL, read when the profiler first starts in the process. 6 keeps it quiet
+    # (a level the user set is left alone).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
     events = sorted(
@@ -295,16 +301,16 @@ def peak_alloc_bytes(call) -> int:
 def answer_once(model, call, decode_steps: int) -> tuple[float, list[float], torch.Tensor]:
     """TTFT (prefill + first token), then `decode_steps` greedy steps timed one by one."""
     start = time.perf_counter()
-    logits, _, key, past, q_positions = call()
-    token = logits[:, -1].argmax(-1)
+    prompt = call()
+    token = prompt.logits[:, -1].argmax(-1)
     ttft = time.perf_counter() - start
-    first_logits = logits[:, -1]
-    next_position = q_positions[:, -1:] + 1
-    order = int(key.order.max()) + 1
+    first_logits = prompt.logits[:, -1]
+    next_position = prompt.query_positions[:, -1:] + 1
+    key_labels, order = prompt.key_labels, prompt.next_order
     steps = []
     for step in range(decode_steps):
         start = time.perf_counter()
-        logits, key = model.decode_step(token, key, past, next_position + step, order + step, RULE)
+        logits, key_labels = model.decode_step(token, key_labels, prompt.past, next_position + step, order + step, RULE)
         token = logits.argmax(-1)
         steps.append(time.perf_counter() - start)
     return ttft, steps, first_logits

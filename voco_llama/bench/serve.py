@@ -112,13 +112,13 @@ class FullCacheEngine(Engine):
             keys = torch.cat([job.units[0].entry.layers[layer][0] for job in jobs])
             values = torch.cat([job.units[0].entry.layers[layer][1] for job in jobs])
             layers.append((model.rerotate_keys(keys, delta), values))
-        logits, _, key, past, q_positions = model.prefill_context(ids, labels, positions, cached, layers, RULE)
-        # greedy decoding as model.generate does it, from this prefill
+        prompt = model.prefill_context(ids, labels, positions, cached, layers, RULE)
+        # greedy decoding as model.answer does it, from this prefill
         limits = torch.tensor([job.max_tokens for job in jobs], device=model.device)
         eos = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        next_logits, next_position = logits[:, -1].float(), q_positions[:, -1:] + 1
-        order, steps = int(key.order.max()) + 1, []
+        next_logits, next_position = prompt.logits[:, -1].float(), prompt.query_positions[:, -1:] + 1
+        key_labels, order, steps = prompt.key_labels, prompt.next_order, []
         done = torch.zeros(len(jobs), dtype=torch.bool, device=model.device)
         for step in range(int(limits.max())):
             token = torch.where(done, pad, next_logits.argmax(-1))
@@ -127,7 +127,9 @@ class FullCacheEngine(Engine):
             done = done | (token == eos) | (step + 1 >= limits)
             if bool(done.all()):
                 break
-            next_logits, key = model.decode_step(token, key, past, next_position + step, order + step, RULE)
+            next_logits, key_labels = model.decode_step(
+                token, key_labels, prompt.past, next_position + step, order + step, RULE
+            )
         answers = []
         for row, limit in zip(torch.stack(steps, 1).tolist(), limits.tolist()):
             row = row[:limit]
@@ -263,7 +265,7 @@ def run_clients(server: LoopbackServer, name: str, images: list[str], clients: i
 def resident_capacity(entry, budget: int, fingerprint: str) -> int:
     """Images a store of `budget` bytes holds: filled with copies of `entry` until it evicts."""
     store = CacheStore(budget, fingerprint)
-    clone = lambda t: t.clone()  # noqa: E731
+    clone = lambda t: t.clone()
     n = 0
     while store.evictions == 0 and store.resident_count == n:  # (an entry over the budget is never kept)
         if isinstance(entry, FullEntry):

@@ -52,7 +52,7 @@ class TokenLabels:
 
     def select(self, index: torch.Tensor, valid: torch.Tensor) -> TokenLabels:
         """Gather tokens [batch, n] by index, marking some of them invalid."""
-        take = lambda t: t.gather(1, index)  # noqa: E731
+        take = lambda t: t.gather(1, index)
         return TokenLabels(take(self.kind), take(self.group), take(self.valid) & valid, take(self.order))
 
     def expand(self, batch: int) -> TokenLabels:

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from .attention import LAYOUTS
 from .errors import InputError
 from .files import write_atomic
 
@@ -40,7 +41,8 @@ _FIELDS = {
     "positions": json.loads,
     "fingerprint": str,
 }
-LAYOUTS = ("compact", "natural", "reference")  # position layouts, and the reference code's (attention.py)
+# a cache's layout: one of the position layouts, or the reference code's (attention.VOCO_LAYOUTS)
+CACHE_LAYOUTS = (*LAYOUTS, "reference")
 
 
 def kv_bytes(config, tokens: int, bytes_per_value: int = 4) -> int:
@@ -110,7 +112,7 @@ class VoCoCache:
         )
 
     def to(self, device=None, dtype=None) -> VoCoCache:
-        move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+        move = lambda t: t.to(device=device, dtype=dtype)
         return replace(self, keys=[move(k) for k in self.keys], values=[move(v) for v in self.values])
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -199,7 +201,7 @@ def _parse_header(path: Path, meta: dict[str, str]) -> dict:
     positions = header["positions"]
     if not (isinstance(positions, list) and all(type(p) is int for p in positions)):
         raise InputError(f"{path}: VoCo cache header field 'positions' is not a list of integers")
-    if len(positions) != header["num_voco"] or header["layout"] not in LAYOUTS:
+    if len(positions) != header["num_voco"] or header["layout"] not in CACHE_LAYOUTS:
         raise InputError(f"{path}: VoCo cache header is inconsistent (positions, num_voco, layout)")
     return header
 

@@ -9,9 +9,10 @@ as they do for LLaVA. What it adds:
     default); with eager, or `attention_path="mask"`, as the dense 4D mask (the reference);
   * `compress(pixel_values)` runs each image's group [vision, VoCo] alone and returns a
     `VoCoCache` with only the VoCo tokens' keys and values (pass 1 of the paper's Fig. 4);
-  * `generate(..., cache=...)` answers from caches (pass 2): context tokens attend to the cached
+  * `answer(..., cache=...)` answers from caches (pass 2): context tokens attend to the cached
     VoCo keys, re-rotated to where each group sits in the prompt. Without a cache it runs the
     single masked pass (the reference code's way) or, with rule "causal", the full-token model.
+    (transformers' `generate` is refused by name: its loop does not carry the rule's token labels.)
 """
 
 from __future__ import annotations
@@ -150,6 +151,22 @@ register_checkpoint_conversion_mapping("voco_llava", get_checkpoint_conversion_m
 
 
 @dataclass
+class Prefill:
+    """What running a prompt leaves for decoding (`prefill`, `prefill_context`)."""
+
+    logits: torch.Tensor  # [B, Q, V] at the query tokens
+    query_labels: TokenLabels  # [B, Q] the tokens run (answering from caches: the prompt's context tokens)
+    key_labels: TokenLabels  # [B, KV] every token in `past`, the queries last
+    past: DynamicCache  # per-layer K/V of the key tokens, to decode from
+    query_positions: torch.Tensor  # [B, Q] position ids of the query tokens
+
+    @property
+    def next_order(self) -> int:
+        """Order (TokenLabels.order) of the first token decoded after the prompt."""
+        return int(self.key_labels.order.max()) + 1
+
+
+@dataclass
 class Generation:
     sequences: torch.Tensor  # [batch, new_tokens], padded with pad/eos after a row ended
     logprobs: torch.Tensor  # [batch, new_tokens] log p of each chosen token (greedy: its max)
@@ -265,18 +282,18 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         impl = self.text_model.config._attn_implementation
         return stream_kernel(impl) or impl
 
-    def attention_mask_for(self, query: TokenLabels, key: TokenLabels, rule: str) -> torch.Tensor:
+    def attention_mask_for(self, query_labels: TokenLabels, key_labels: TokenLabels, rule: str) -> torch.Tensor:
         kernel = self.attention_kernel
         if kernel == "eager":
-            return voco_attention_mask(query, key, rule, dtype=self.dtype)
+            return voco_attention_mask(query_labels, key_labels, rule, dtype=self.dtype)
         if kernel == "sdpa":
-            return voco_attention_mask(query, key, rule)
+            return voco_attention_mask(query_labels, key_labels, rule)
         raise NotImplementedError(
             f"attention implementation {kernel!r} cannot take the VoCo mask; use attention_path='streams' "
             "(the default) or load with attn_implementation='sdpa' or 'eager'"
         )
 
-    def attention_inputs(self, query: TokenLabels, key: TokenLabels, rule: str) -> dict:
+    def attention_inputs(self, query_labels: TokenLabels, key_labels: TokenLabels, rule: str) -> dict:
         """The text-model keyword arguments that apply `rule` to queries against keys (the keys end
         with the queries): a stream plan and no mask when the text model is routed to streams, else
         the dense mask. On sdpa, queries against earlier keys (answering from caches: the prompt's
@@ -284,10 +301,10 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         and cheaper there than gathering every cached key into a stream (measured: +1.5-2 ms of a
         20 ms CPU answer). FlashAttention-2, which takes no mask, runs those as streams too."""
         kernel = stream_kernel(self.text_model.config._attn_implementation)
-        against_cache = query.kind.shape[1] < key.kind.shape[1]
+        against_cache = query_labels.kind.shape[1] < key_labels.kind.shape[1]
         if kernel is None or (kernel == "sdpa" and against_cache):
-            return {"attention_mask": self.attention_mask_for(query, key, rule)}
-        return {"attention_mask": None, PLAN_KWARG: plan_streams(query, key, rule, kernel)}
+            return {"attention_mask": self.attention_mask_for(query_labels, key_labels, rule)}
+        return {"attention_mask": None, PLAN_KWARG: plan_streams(query_labels, key_labels, rule, kernel)}
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, attention_rule=None, **kwargs):
         """LLaVA's forward under the VoCo rule. A 2D padding mask becomes the rule: a stream plan
@@ -320,7 +337,7 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
     def compress(self, pixel_values: torch.Tensor, num_voco: int | None = None, batch_size: int = 8) -> VoCoCache:
         """Run each image's group (`VoCoLlavaConfig.group_ids`) on its own; keep VoCo K/V."""
         if self.config.compressor != "voco":
-            raise ValueError(f"compressor {self.config.compressor!r} has no VoCo cache; answer with path 'full'")
+            raise ValueError(f"compressor {self.config.compressor!r} has no VoCo cache; answer with route 'full'")
         k = self.config.accepted_num_voco(num_voco)
         n = self.config.num_vision_tokens
         ids = torch.tensor([self.config.group_ids(k)], device=self.device)
@@ -410,13 +427,18 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         rotary = self.text_model.rotary_emb
         cos, sin = rotary(torch.zeros(1, device=keys.device, dtype=torch.float32), delta)
         scale = getattr(rotary, "attention_scaling", 1.0)  # applied once, when the keys were made
+        # The text model's own RoPE function, from its modeling module (modeling_llama,
+        # modeling_qwen2, ...: whichever LM this is), so the re-rotation is the one its layers
+        # apply. It rotates a query and a key and returns both: the keys go in as both, the
+        # rotated keys are the second output.
         rotate = sys.modules[type(self.text_model).__module__].apply_rotary_pos_emb
         exact = keys.float()
         return rotate(exact, exact, cos.float() / scale, sin.float() / scale)[1].to(keys.dtype)
 
-    def prefill(self, input_ids, attention_mask=None, pixel_values=None, cache: VoCoCache | None = None, rule=None):
-        """Run the prompt. Returns (logits [B, Q, V] for the query tokens, query labels, key labels,
-        the K/V cache, the positions of the query tokens).
+    def prefill(
+        self, input_ids, attention_mask=None, pixel_values=None, cache: VoCoCache | None = None, rule=None
+    ) -> Prefill:
+        """Run the prompt, for decoding to continue from (`Prefill`).
 
         With `cache`: the queries are the context tokens only; keys are cached VoCo K/V + context.
         Without: one pass over the whole sequence under `rule` (vision K/V stay in the KV cache)."""
@@ -432,29 +454,37 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
                 past_key_values=DynamicCache(),
                 use_cache=True,
             )
-            return out.logits, labels, labels, out.past_key_values, positions
+            return Prefill(out.logits, labels, labels, out.past_key_values, positions)
         if rule == "causal":
             raise ValueError("a VoCo cache is only valid under the VoCo rule")
         return self.prefill_context(input_ids, labels, positions, *self._place_cache(labels, positions, cache), rule)
 
-    def prefill_context(self, input_ids, labels: TokenLabels, positions, cached: TokenLabels, layers, rule: str):
+    def prefill_context(
+        self, input_ids, labels: TokenLabels, positions, cached: TokenLabels, layers, rule: str
+    ) -> Prefill:
         """Pass 2 against K/V computed before: the prompt's context tokens attend, under `rule`,
         to the cached tokens (`cached` labels, per-layer (keys, values) already at their prompt
-        positions) and causally to each other. Returns what `prefill` returns."""
+        positions) and causally to each other. Returns a `Prefill`."""
         index, valid = _pack((labels.group == 0) & labels.valid)  # the tokens outside every group
-        query = labels.select(index, valid)
-        key = TokenLabels.cat(cached, query)
-        q_positions = positions.gather(1, index)
+        query_labels = labels.select(index, valid)
+        key_labels = TokenLabels.cat(cached, query_labels)
+        query_positions = positions.gather(1, index)
         out = self.text_model(
             inputs_embeds=self.get_input_embeddings()(input_ids.gather(1, index)),
-            **self.attention_inputs(query, key, rule),
-            position_ids=q_positions,
-            past_key_values=DynamicCache(ddp_cache_data=layers),  # update() concatenates: the cache stays
+            **self.attention_inputs(query_labels, key_labels, rule),
+            position_ids=query_positions,
+            # A KV cache that starts out holding the cached K/V, layer by layer: `ddp_cache_data`
+            # (named for DDP, which gathers caches across replicas) is DynamicCache's way to begin
+            # from given per-layer (keys, values). Each layer's update() appends the context tokens'
+            # K/V after them, so the cached tokens are every layer's first keys, also for decoding.
+            past_key_values=DynamicCache(ddp_cache_data=layers),
             use_cache=True,
         )
-        return self.lm_head(out.last_hidden_state), query, key, out.past_key_values, q_positions
+        return Prefill(
+            self.lm_head(out.last_hidden_state), query_labels, key_labels, out.past_key_values, query_positions
+        )
 
-    def decode_step(self, token, key: TokenLabels, past, position, order: int, rule: str):
+    def decode_step(self, token, key_labels: TokenLabels, past, position, order: int, rule: str):
         """One new context token per row against the KV cache. Returns (next-token logits [B, V]
         in fp32, the key labels grown by the new token)."""
         new = TokenLabels(
@@ -463,18 +493,26 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             valid=torch.ones_like(token, dtype=torch.bool)[:, None],
             order=torch.full_like(token, order)[:, None],
         )
-        key = TokenLabels.cat(key, new)
+        key_labels = TokenLabels.cat(key_labels, new)
         out = self.text_model(
             inputs_embeds=self.get_input_embeddings()(token[:, None]),
-            **self.attention_inputs(new, key, rule),
+            **self.attention_inputs(new, key_labels, rule),
             position_ids=position,
             past_key_values=past,
             use_cache=True,
         )
-        return self.lm_head(out.last_hidden_state[:, -1]).float(), key
+        return self.lm_head(out.last_hidden_state[:, -1]).float(), key_labels
+
+    def generate(self, *args, **kwargs):
+        """Refused: transformers' decoding loop calls `forward` one token at a time without the
+        token labels of the prompt, so the VoCo rule and the positions would be lost. Use `answer`."""
+        raise NotImplementedError(
+            "VoCoLlavaForConditionalGeneration decodes with model.answer(input_ids, attention_mask, "
+            "pixel_values=... or cache=...); transformers' generate() does not carry the VoCo rule"
+        )
 
     @torch.no_grad()
-    def generate(
+    def answer(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
@@ -495,16 +533,16 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         eos = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos
         pad = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
-        logits, query, key, past, q_positions = self.prefill(input_ids, attention_mask, pixel_values, cache, rule)
-        last = _last_valid(query.valid)
-        next_logits = logits[torch.arange(len(last)), last].float()
-        next_position = q_positions.gather(1, last[:, None]) + 1
+        prompt = self.prefill(input_ids, attention_mask, pixel_values, cache, rule)
+        last = _last_valid(prompt.query_labels.valid)
+        next_logits = prompt.logits[torch.arange(len(last)), last].float()
+        next_position = prompt.query_positions.gather(1, last[:, None]) + 1
         # Past the context the model never saw a position: refuse such a prompt, stop answers at its end.
         used, context = int(next_position.max()), self.config.text_config.max_position_embeddings
         if used >= context:
             raise InputError(f"the prompt takes {used} positions; the model's context is {context}; shorten it")
         max_new_tokens = min(max_new_tokens, context - used)
-        order = int(key.order.max()) + 1
+        order, key_labels = prompt.next_order, prompt.key_labels
         batch = input_ids.shape[0]
         done = torch.zeros(batch, dtype=torch.bool, device=self.device)
         tokens, logprobs = [], []
@@ -520,7 +558,9 @@ class VoCoLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             done = done | (token == eos) if eos is not None else done
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            next_logits, key = self.decode_step(token, key, past, next_position + step, order + step, rule)
+            next_logits, key_labels = self.decode_step(
+                token, key_labels, prompt.past, next_position + step, order + step, rule
+            )
         if streamer is not None:
             streamer.end()
         sequences = torch.stack(tokens, dim=1)

@@ -5,13 +5,16 @@
     cache = pipe.compress(["cat.png"])                   # pass 1, once per image
     print(pipe.ask("What is on the mat?", cache).text)   # pass 2, any number of times
 
-`ask` takes the routes the evaluation compares: "cache" (two-stage, from a VoCoCache), "masked"
-(one pass over all vision tokens under the VoCo rule: the reference code's way), "full"
-(ordinary causal attention: the upper-bound model) and "none" (no image at all).
+A *route* is how an answer reaches the image, the one word for it everywhere (`ask`, `voco ask
+--route`, `voco eval --route`, the lmms-eval plugin's `route`): "cache" (two-stage, from a
+VoCoCache), "masked" (one pass over all vision tokens under the VoCo rule: the reference code's
+way), "full" (ordinary causal attention: the upper-bound model) and "none" (no image at all).
+(Not to be confused with the model's *attention path*, streams or mask: how a rule is computed.)
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +31,35 @@ if TYPE_CHECKING:
 # The torch-backed modules are imported by the calls that use them, so ROUTES (`voco ask --help`)
 # costs no torch import.
 
-ROUTES = ("cache", "masked", "full", "none")  # how `ask` reaches the image: see the module docstring
+ROUTES = ("cache", "masked", "full", "none")  # how an answer reaches the image: see the module docstring
+ROUTE_ALIASES = {"voco": "cache"}  # the earlier name of route "cache" (`voco eval --mode voco`, lmms-eval's mode=voco)
+
+
+def route_name(name: str) -> str:
+    """The route `name` means (an alias becomes its route); an unknown name is refused."""
+    route = ROUTE_ALIASES.get(name, name)
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {name!r}; expected one of {', '.join(ROUTES)}")
+    return route
+
+
+def _route_arg(text: str) -> str:
+    try:
+        return route_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_route_flag(parser, earlier: str, help: str) -> None:
+    """A verb's `--route` (default cache; aliases accepted, an unknown route refused in one line),
+    and `earlier`, the flag's earlier spelling, still accepted but out of the help."""
+    parser.add_argument("--route", type=_route_arg, default="cache", metavar="{" + ",".join(ROUTES) + "}", help=help)
+    parser.add_argument(earlier, dest="route", type=_route_arg, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def route_rule(route: str) -> str:
+    """The attention rule a route answers under: full attention for "full", else the VoCo rule."""
+    return "causal" if route == "full" else "voco"
 
 
 @dataclass
@@ -95,8 +126,7 @@ class VoCoPipeline:
 
         single = isinstance(questions, str)
         questions = [questions] if single else list(questions)
-        if route not in ROUTES:
-            raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
+        route = route_name(route)
         if route == "cache" and cache is None:
             cache = self.compress(images, num_voco=num_voco)
         groups = {"cache": len(group_num_voco(cache)) if cache is not None else 0, "none": 0}.get(
@@ -133,12 +163,12 @@ class VoCoPipeline:
         num_voco = group_num_voco(cache) if cache is not None else num_voco  # each cached group at its own K
         batch = encode_prompts(prompts, self.tokenizer, self.model.config, num_voco=num_voco)
         pixel_values = self.pixels(images) if route in ("masked", "full") else None
-        generation = self.model.generate(
+        generation = self.model.answer(
             batch["input_ids"].to(self.model.device),
             batch["attention_mask"].to(self.model.device),
             pixel_values=pixel_values,
             cache=cache if route == "cache" else None,
-            rule="causal" if route == "full" else "voco",
+            rule=route_rule(route),
             max_new_tokens=max(limits),
             do_sample=temperature > 0,
             temperature=temperature,

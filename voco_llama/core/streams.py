@@ -75,105 +75,139 @@ class StreamPlan:
     identity: bool = False  # one causal sequence per row, every token in place: no gathers needed
 
 
-def plan_streams(query: TokenLabels, key: TokenLabels, rule: str, kernel: str) -> StreamPlan:
+def plan_streams(query_labels: TokenLabels, key_labels: TokenLabels, rule: str, kernel: str) -> StreamPlan:
     """The plan for queries [B, Q] against keys [B, KV] whose last Q tokens are the queries
     (Q == KV: a whole sequence attending to itself)."""
     if rule not in RULES:
         raise ValueError(f"unknown attention rule {rule!r}; expected one of {RULES}")
     if kernel not in STREAM_IMPLEMENTATIONS:
         raise ValueError(f"no stream kernel {kernel!r}; expected one of {tuple(STREAM_IMPLEMENTATIONS)}")
-    batch, q_len = query.kind.shape
-    kv_len = key.kind.shape[1]
+    batch, q_len = query_labels.kind.shape
+    kv_len = key_labels.kind.shape[1]
     earlier = kv_len - q_len
-    if earlier < 0 or not torch.equal(key.order[:, earlier:], query.order):
+    if earlier < 0 or not torch.equal(key_labels.order[:, earlier:], query_labels.order):
         raise ValueError("streams need the queries to be the last keys (a KV cache's layout)")
-    device = key.kind.device
+    device = key_labels.kind.device
+    # Per key token, all [B, KV]: its column t, its row, whether it is also a (real) query, the
+    # flat index of that query in [B * Q], whether it belongs to a group stream, and whether the
+    # main stream holds it under the rule.
     t = torch.arange(kv_len, device=device).expand(batch, kv_len)
     rows = torch.arange(batch, device=device)[:, None].expand(batch, kv_len)
-    is_query = (t >= earlier) & key.valid
+    is_query = (t >= earlier) & key_labels.valid
     query_flat = rows * q_len + (t - earlier)  # meaningful where is_query
-    grouped = key.group > 0 if rule != "causal" else torch.zeros_like(key.valid)
-    sees = torch.ones_like(key.valid) if rule == "causal" else text_sees(key, rule)
-    num_groups = int(key.group.max()) if rule != "causal" and key.group.numel() else 0
+    grouped = key_labels.group > 0 if rule != "causal" else torch.zeros_like(key_labels.valid)
+    sees = torch.ones_like(key_labels.valid) if rule == "causal" else text_sees(key_labels, rule)
+    num_groups = int(key_labels.group.max()) if rule != "causal" and key_labels.group.numel() else 0
 
     # Slots of the main stream (sequence id = row) and of the group stream (ids after the rows).
+    # members(): [slots] flat key index into [B * KV], its sequence id, and whether the slot is the
+    # key's home (its query's output is read from this stream).
     def members(member, seq_id, home):
         index = member.flatten().nonzero()[:, 0]
         return index, seq_id.flatten()[index], home.flatten()[index]
 
-    parts = [members(key.valid & sees, rows, is_query & ~grouped)]
+    parts = [members(key_labels.valid & sees, rows, is_query & ~grouped)]
     if num_groups:
-        group_id = batch + rows * num_groups + key.group - 1
-        parts.append(members(key.valid & grouped, group_id, is_query & grouped))
-    slot_key, slot_seq, slot_home = (torch.cat(x) for x in zip(*parts))
-    span = int(key.order.max()) + 1 if key.order.numel() else 1
-    order = torch.argsort(slot_seq * span + key.order.flatten()[slot_key])
+        group_id = batch + rows * num_groups + key_labels.group - 1  # [B, KV] sequence id of each group
+        parts.append(members(key_labels.valid & grouped, group_id, is_query & grouped))
+    slot_key, slot_seq, slot_home = (torch.cat(x) for x in zip(*parts))  # [slots] each
+    # sort the slots by sequence, then by order within it: every sequence's slots back to back, causal
+    span = int(key_labels.order.max()) + 1 if key_labels.order.numel() else 1
+    order = torch.argsort(slot_seq * span + key_labels.order.flatten()[slot_key])
     slot_key, slot_seq, slot_home = slot_key[order], slot_seq[order], slot_home[order]
 
     # Keys after a sequence's last query are seen by nobody: drop them (and query-less sequences).
-    position = torch.arange(len(slot_seq), device=device)
-    last = torch.full((batch * (1 + num_groups),), -1, device=device, dtype=torch.long)
+    position = torch.arange(len(slot_seq), device=device)  # [slots]
+    last = torch.full((batch * (1 + num_groups),), -1, device=device, dtype=torch.long)  # [sequences]
     last = last.scatter_reduce(0, slot_seq, torch.where(slot_home, position, -1), reduce="amax")
     keep = position <= last[slot_seq]
-    slot_key, slot_seq, slot_home = slot_key[keep], slot_seq[keep], slot_home[keep]
+    slot_key, slot_seq, slot_home = slot_key[keep], slot_seq[keep], slot_home[keep]  # [slots kept]
     # A slot whose key has no query of this stream still needs a query row: any one will do, as
     # its output is dropped (so its gradient is exactly zero).
-    slot_query = torch.where(is_query.flatten()[slot_key], query_flat.flatten()[slot_key], 0)
-    home_query = query_flat.flatten()[slot_key[slot_home]]
-    out_source = torch.zeros(batch * q_len, dtype=torch.long, device=device)
-    out_valid = None if bool(query.valid.all()) else query.valid.reshape(-1, 1, 1)
+    slot_query = torch.where(is_query.flatten()[slot_key], query_flat.flatten()[slot_key], 0)  # [slots]
+    home_query = query_flat.flatten()[slot_key[slot_home]]  # [homes] the query each home slot answers
+    out_source = torch.zeros(batch * q_len, dtype=torch.long, device=device)  # [B * Q]
+    out_valid = None if bool(query_labels.valid.all()) else query_labels.valid.reshape(-1, 1, 1)
     if not len(slot_key):  # every query is padding
-        return StreamPlan(kernel, slot_query, slot_key, [], out_source, out_valid, 0)
+        return StreamPlan(
+            kernel=kernel,
+            query_index=slot_query,
+            key_index=slot_key,
+            shapes=[],
+            out_source=out_source,
+            out_valid=out_valid,
+            pairs=0,
+        )
 
-    _, lengths = torch.unique_consecutive(slot_seq, return_counts=True)
-    starts = torch.cumsum(lengths, 0) - lengths
+    _, lengths = torch.unique_consecutive(slot_seq, return_counts=True)  # [sequences kept] slots each
+    starts = torch.cumsum(lengths, 0) - lengths  # [sequences kept] first slot of each
     pairs = int((lengths * (lengths + 1) // 2).sum())
     # Text-only rows without padding are one stream that is the row itself: nothing to gather.
     identity = q_len == kv_len and len(slot_key) == batch * kv_len and len(lengths) == batch
     identity = identity and torch.equal(slot_key, torch.arange(len(slot_key), device=device))
 
     if kernel == "flash_attention_2":
-        cu_k = torch.nn.functional.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)
+        cu_k = torch.nn.functional.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)  # [sequences + 1]
         if q_len == 1:
             # A decode step: each sequence's one query is its newest token, its last slot.
             out_source[home_query] = torch.arange(len(home_query), device=device)
             return StreamPlan(
-                kernel,
-                home_query,
-                slot_key,
-                [],
-                out_source,
-                out_valid,
-                int(lengths.sum()),
-                torch.arange(len(lengths) + 1, device=device, dtype=torch.int32),
-                cu_k,
-                1,
-                int(lengths.max()),
+                kernel=kernel,
+                query_index=home_query,
+                key_index=slot_key,
+                shapes=[],
+                out_source=out_source,
+                out_valid=out_valid,
+                pairs=int(lengths.sum()),
+                cu_seqlens_q=torch.arange(len(lengths) + 1, device=device, dtype=torch.int32),
+                cu_seqlens_k=cu_k,
+                max_seqlen_q=1,
+                max_seqlen_k=int(lengths.max()),
             )
         out_source[home_query] = torch.arange(len(slot_key), device=device)[slot_home]
         width = int(lengths.max())
         return StreamPlan(
-            kernel, slot_query, slot_key, [], out_source, out_valid, pairs, cu_k, cu_k, width, width, identity
+            kernel=kernel,
+            query_index=slot_query,
+            key_index=slot_key,
+            shapes=[],
+            out_source=out_source,
+            out_valid=out_valid,
+            pairs=pairs,
+            cu_seqlens_q=cu_k,
+            cu_seqlens_k=cu_k,
+            max_seqlen_q=width,
+            max_seqlen_k=width,
+            identity=identity,
         )
 
     # sdpa: each stream's sequences as the rows of one rectangle, padded on the right.
     shapes, query_index, key_index, offset = [], [], [], 0
-    is_main = slot_seq[starts] < batch
+    is_main = slot_seq[starts] < batch  # [sequences kept]
     for stream in (is_main, ~is_main):
         if not bool(stream.any()):
             continue
-        length, start = lengths[stream], starts[stream]
+        length, start = lengths[stream], starts[stream]  # [rows] of this stream's rectangle
         width = int(length.max())
         column = torch.arange(width, device=device)
-        slot = torch.where(column < length[:, None], start[:, None] + column, start[:, None])
-        real_home = slot_home[slot] & (column < length[:, None])
+        slot = torch.where(column < length[:, None], start[:, None] + column, start[:, None])  # [rows, width]
+        real_home = slot_home[slot] & (column < length[:, None])  # [rows, width]
         out_source[slot_query[slot][real_home]] = offset + torch.nonzero(real_home.flatten())[:, 0]
         shapes.append(tuple(slot.shape))
         query_index.append(slot_query[slot].flatten())
         key_index.append(slot_key[slot].flatten())
         offset += slot.numel()
     query_index, key_index = torch.cat(query_index), torch.cat(key_index)
-    return StreamPlan(kernel, query_index, key_index, shapes, out_source, out_valid, pairs, identity=identity)
+    return StreamPlan(
+        kernel=kernel,
+        query_index=query_index,
+        key_index=key_index,
+        shapes=shapes,
+        out_source=out_source,
+        out_valid=out_valid,
+        pairs=pairs,
+        identity=identity,
+    )
 
 
 def streams_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):

@@ -95,7 +95,7 @@ def _evaluate(preset: ImageDemo, pipe, world, row_dir: Path, mode: str, num_voco
             world.questions(bench),
             answers,
             world.images_dir,
-            mode=mode,
+            route=mode,
             num_voco=num_voco,
             max_new_tokens=preset.max_new_tokens,
             batch_size=preset.eval_batch_size,

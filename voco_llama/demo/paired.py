@@ -28,7 +28,7 @@ from ..core.errors import InputError
 from ..eval.answers import ScoringWarning, is_generic_key, load_answer_key, load_answers
 from ..eval.scorers import canonical_bench, check_generic_key
 from ..eval.scorers.base import output, pair
-from ..eval.scorers.gqa import _gqa_key, gqa_prediction
+from ..eval.scorers.gqa import _gqa_key, gqa_prediction, gqa_scored
 from ..eval.scorers.mmbench import _mmbench_key, mmbench_letter, prompt_options
 from ..eval.scorers.mme import MME_PERCEPTION, _mme_key, mme_yes_no
 from ..eval.scorers.pope import _pope_key, pope_yes_no
@@ -142,7 +142,8 @@ class _Key:
         records, answer_key = self.loaded if self.loaded is not None else load(self.path, answers)
         with warnings.catch_warnings():  # missing answers: the scorer's summary already reports them
             warnings.simplefilter("ignore", ScoringWarning)
-            pairs, _ = pair(answers, answers_path, records, answer_key, str(self.path), missing)
+            keep = gqa_scored if self.bench == "gqa" else None
+            pairs, _ = pair(answers_path, self.path, records, answer_key, missing, answers=answers, keep=keep)
         n_stats, per_image = _STATS[self.bench](records, pairs, lambda r: self.image_of[r["_line"]], str(self.path))
         stats = np.zeros((len(self.images), n_stats))
         for i, name in enumerate(self.images):

@@ -44,7 +44,7 @@ def score_checkpoint(preset, model_dir: Path, mode: str, files: dict, world, ans
             questions,
             out,
             world.images_dir,
-            mode=mode,
+            route=mode,
             max_new_tokens=preset.max_new_tokens,
             batch_size=preset.eval_batch_size,
         )

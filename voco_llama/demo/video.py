@@ -191,7 +191,7 @@ def _evaluate(
             questions,
             answers,
             folder,
-            mode=mode,
+            route=mode,
             max_new_tokens=preset.max_new_tokens,
             batch_size=preset.eval_batch_size,
             model_id=answers.parent.name,

@@ -12,13 +12,14 @@ A question without "image" or "video" is answered from its text alone. The model
 line, ``{"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}``, ids as the question
 file writes them -- what LLaVA's scoring scripts and ours (`voco score`) read.
 
-Modes: voco (answers from compressed caches, each image compressed once however many questions
-ask about it), masked (one masked pass over all vision tokens: the reference code's way), full
-(ordinary causal attention: the upper-bound setting), none (no image: the text-only control).
+Routes (`--route`, the pipeline's word; `--mode` and its value `voco` are the earlier spellings,
+still accepted): cache (answers from compressed caches, each image compressed once however many
+questions ask about it), masked (one masked pass over all vision tokens: the reference code's way),
+full (ordinary causal attention: the upper-bound setting), none (no image: the text-only control).
 
 Resumable: question ids already in the answers file are skipped; lines are appended and flushed
 per batch, and a torn last line (a run killed mid-write) is cut off before appending. What a file
-was started with (model fingerprint, mode, K, question file, generation settings) is kept beside
+was started with (model fingerprint, route, K, question file, generation settings) is kept beside
 it in ``<answers>.meta.json`` (so the answer file stays in LLaVA's format); a run that differs
 refuses to add to it unless ``--overwrite`` starts the file again.
 """
@@ -39,13 +40,10 @@ from tqdm import tqdm
 
 from ..core.errors import InputError, Interrupted, non_negative_float, positive_int
 from ..core.files import check_file_target, write_json_atomic
+from ..core.pipeline import ROUTE_ALIASES, add_route_flag, route_name
 
 if TYPE_CHECKING:
     from ..core.cache import VoCoCache
-
-# eval modes (the names users type) -> the pipeline's answering routes; one table for eval and lmms-eval
-MODES = {"voco": "cache", "masked": "masked", "full": "full", "none": "none"}
-
 
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
 
@@ -171,6 +169,9 @@ def _start_or_resume(answers_file: Path, meta: dict, overwrite: bool) -> set:
             before = json.loads(sidecar.read_text())
         except (OSError, UnicodeError, json.JSONDecodeError):
             raise InputError(f"{sidecar}: unreadable; pass --overwrite to start {answers_file.name} again") from None
+        if "mode" in before and "route" not in before:  # written before "mode" was called route
+            mode = before.pop("mode")
+            before["route"] = ROUTE_ALIASES.get(mode, mode)
         changed = [k for k in meta if k != "question_file" and before.get(k) != meta[k]]
         if changed:
 
@@ -186,9 +187,10 @@ def _start_or_resume(answers_file: Path, meta: dict, overwrite: bool) -> set:
     return done
 
 
-class CacheStore:
-    """Compressed images (and videos: a group per frame) by key, most recently used kept
-    (compress once, ask many). Keys default to the items themselves (paths)."""
+class CompressedImages:
+    """Compressed images (and videos: a group per frame) by key, compressed on a miss, the
+    `capacity` most recently used kept (compress once, ask many). Keys default to the items
+    themselves (paths). (serve/store.py's CacheStore is the server's: bounded by bytes, on disk.)"""
 
     def __init__(self, pipe, num_voco, num_frames: int = 8, capacity: int = 1024):
         self.pipe, self.num_voco, self.num_frames, self.capacity = pipe, num_voco, num_frames, capacity
@@ -226,7 +228,7 @@ def run_eval(
     question_file: str | Path,
     answers_file: str | Path,
     image_folder: str | Path = ".",
-    mode: str = "voco",
+    route: str = "cache",
     num_voco: int | None = None,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
@@ -241,11 +243,11 @@ def run_eval(
 ) -> dict:
     """Answer a question file. A question with "video" instead of "image" (a video file or a folder
     of frames) is answered over `num_frames` frames, each its own compression group; one with
-    neither from its text alone. Consecutive questions of one kind share a batch."""
+    neither from its text alone. Consecutive questions of one kind share a batch. `route`: see the
+    module docstring (an alias is recorded as its route)."""
     from ..core.video import read_video
 
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
+    route = route_name(route)
     if not 0 <= chunk_idx < num_chunks:
         raise InputError(f"--chunk-idx {chunk_idx}: must be in 0..{num_chunks - 1} (--num-chunks {num_chunks})")
     answers_file = Path(answers_file)
@@ -255,7 +257,7 @@ def run_eval(
     meta = {
         "format": "voco-eval/1",
         "model_fingerprint": pipe.model.fingerprint(),
-        "mode": mode,
+        "route": route,
         "num_voco": pipe.model.config.accepted_num_voco(num_voco),  # refused here if the model never trained at it
         "question_file": str(Path(question_file).resolve()),
         "question_file_sha256": hashlib.sha256(Path(question_file).read_bytes()).hexdigest(),
@@ -276,29 +278,29 @@ def run_eval(
             batches[-1].append(q)
         else:
             batches.append([q])
-    store = CacheStore(pipe, num_voco, num_frames)
+    store = CompressedImages(pipe, num_voco, num_frames)
     folder = Path(image_folder)
     for q in todo:  # every image and video is there before the first answer
         kind = question_kind(q)
-        if kind != "text" and mode != "none" and not os.path.exists(folder / q[kind]):
+        if kind != "text" and route != "none" and not os.path.exists(folder / q[kind]):
             raise InputError(f"{folder / q[kind]}: {kind} not found (question {q['question_id']})")
     start = time.perf_counter()
     # the bar only on a terminal, and wiped when the run stops early: an error stays one line
-    bar = tqdm(total=len(todo), desc=f"eval {mode}", unit="q", disable=None)
+    bar = tqdm(total=len(todo), desc=f"eval {route}", unit="q", disable=None)
     try:
         with open(answers_file, "a") as out:
             for chunk in batches:
                 kind = question_kind(chunk[0])
-                route = MODES[mode] if kind != "text" else "none"
-                images = [str(folder / q[kind]) for q in chunk] if route != "none" else None
-                cache = store.get(images, videos=kind == "video") if route == "cache" else None
-                if kind == "video" and route in ("masked", "full"):
+                chunk_route = route if kind != "text" else "none"
+                images = [str(folder / q[kind]) for q in chunk] if chunk_route != "none" else None
+                cache = store.get(images, videos=kind == "video") if chunk_route == "cache" else None
+                if kind == "video" and chunk_route in ("masked", "full"):
                     images = [frame for path in images for frame in read_video(path, num_frames)]
                 answers = pipe.ask(
                     [q["text"] for q in chunk],
                     cache=cache,
                     images=images,
-                    route=route,
+                    route=chunk_route,
                     num_voco=num_voco,
                     max_new_tokens=max_new_tokens,
                     temperature=temperature,
@@ -339,7 +341,7 @@ def run_eval(
         "images_compressed": store.compressed,
         "cache_reuses": store.reused,
         "seconds": round(time.perf_counter() - start, 2),
-        "mode": mode,
+        "route": route,
         "answers_file": str(answers_file),
     }
 
@@ -353,7 +355,7 @@ def _eval_command(args) -> int:
         args.question_file,
         args.answers_file,
         args.image_folder,
-        args.mode,
+        args.route,
         args.num_voco,
         args.max_new_tokens,
         args.temperature,
@@ -377,7 +379,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--image-folder", default=".")
     p.add_argument("--answers-file", required=True)
     p.add_argument("--conv-mode", default="vicuna_v1")
-    p.add_argument("--mode", choices=sorted(MODES), default="voco")
+    add_route_flag(p, "--mode", help="how answers reach the images")
     p.add_argument(
         "--num-voco",
         type=positive_int,

@@ -10,8 +10,9 @@ also tested with hand-made requests. The toy world's benches are local tasks in 
 
 Model args: pretrained (model directory), num_voco (K, one the model was trained with: any of its
 `num_voco_choices` for a model trained with several; default the model's), batch_size, device,
-dtype, conv_template (vicuna_v1 | plain), mode (voco | masked | full | none: the answer paths of
-`VoCoPipeline.ask`, voco = from compressed caches), max_new_tokens (when a task sets none),
+dtype, conv_template (vicuna_v1 | plain), route (cache | masked | full | none: the routes of
+`VoCoPipeline.ask`, cache = from compressed caches; `mode`, with `voco` for cache, is the earlier
+spelling, still accepted), max_new_tokens (when a task sets none),
 image_aspect_ratio, attn_implementation, cache_capacity (compressed images kept).
 
 Requests follow lmms-eval's simple-model `Instance.args`:
@@ -35,10 +36,10 @@ from PIL import Image
 
 from ..core.cache import VoCoCache
 from ..core.conversation import IMAGE_PLACEHOLDER, get_template
-from ..core.pipeline import VoCoPipeline
+from ..core.pipeline import VoCoPipeline, route_name, route_rule
 from ..core.presets import load_bundle
 from ..core.processing import IMAGE_SUFFIXES, expand_image_tokens, load_image, place_images, question_prompt
-from .evaluate import MODES, CacheStore
+from .evaluate import CompressedImages
 
 try:  # the optional extra: lmms-eval is never required to import this module
     from lmms_eval.api.model import lmms as _Base
@@ -74,8 +75,8 @@ def lmms_eval_manifest():
     return ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.VoCoLlava")
 
 
-class ImageCacheStore(CacheStore):
-    """evaluate.CacheStore keyed by the images' pixels (lmms-eval hands over PIL images)."""
+class CompressedPILImages(CompressedImages):
+    """evaluate.CompressedImages keyed by the images' pixels (lmms-eval hands over PIL images)."""
 
     def __init__(self, pipe: VoCoPipeline, num_voco: int | None, capacity: int = 1024):
         super().__init__(pipe, num_voco, capacity=capacity)
@@ -110,19 +111,24 @@ class VoCoLlava(_Base):
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         conv_template: str = "vicuna_v1",
-        mode: str = "voco",
+        route: str | None = None,
         max_new_tokens: int = 128,
         image_aspect_ratio: str = "pad",
         attn_implementation: str | None = None,
         cache_capacity: int = 1024,
+        mode: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
         kwargs.pop("max_batch_size", None)  # lmms-eval passes it to every model; no auto batch size here
         if kwargs:
             raise TypeError(f"{MODEL_NAME}: unexpected model args {sorted(kwargs)}")
-        if mode not in MODES:
-            raise ValueError(f"{MODEL_NAME}: unknown mode {mode!r}; expected one of {sorted(MODES)}")
+        if mode is not None and route is not None:
+            raise ValueError(f"{MODEL_NAME}: give route or mode (its earlier name), not both")
+        try:
+            route = route_name(route or mode or "cache")
+        except ValueError as err:
+            raise ValueError(f"{MODEL_NAME}: {err}") from None
         get_template(conv_template)  # fail early on an unknown template
         # lmms-eval's base sets these; without it (tests) the plugin needs them too.
         self._rank = getattr(self, "_rank", 0)
@@ -132,7 +138,7 @@ class VoCoLlava(_Base):
             batch_size = 8
         self.batch_size_per_gpu = max(1, int(batch_size))
         self._device = torch.device(self._pick_device(device))
-        self.mode, self.route = mode, MODES[mode]
+        self.route = route
         self.default_max_new_tokens = int(max_new_tokens)
         self.pretrained = str(pretrained)
         model, tokenizer, image_processor = load_bundle(
@@ -147,7 +153,7 @@ class VoCoLlava(_Base):
         self.conv_template = conv_template
         # K of every image: one the model was trained with (a model trained for several K takes any of them)
         self.num_voco = model.config.accepted_num_voco(None if num_voco in (None, "", "None") else int(num_voco))
-        self.cache_store = ImageCacheStore(self.pipe, self.num_voco, capacity=int(cache_capacity))
+        self.compressed_images = CompressedPILImages(self.pipe, self.num_voco, capacity=int(cache_capacity))
 
     # ---- set-up helpers ---------------------------------------------------------------------
 
@@ -200,7 +206,7 @@ class VoCoLlava(_Base):
 
     @property
     def images_compressed(self) -> int:
-        return self.cache_store.compressed
+        return self.compressed_images.compressed
 
     # ---- requests -> prompts ------------------------------------------------------------------
 
@@ -243,7 +249,7 @@ class VoCoLlava(_Base):
     def _cache_for(self, rows_images: list[list[Image.Image]], route: str) -> VoCoCache | None:
         if route != "cache":
             return None
-        return self.cache_store.get([im for images in rows_images for im in images])
+        return self.compressed_images.get([im for images in rows_images for im in images])
 
     # ---- generate_until -----------------------------------------------------------------------
 
@@ -340,7 +346,7 @@ class VoCoLlava(_Base):
         negative log-probability of the continuation's tokens (the answer and the template's close;
         lower is more likely: lmms-eval's multiple-choice scoring takes the argmin), and whether
         greedy decoding produces exactly those tokens. Answered from the same route as generation
-        (for mode voco: from the compressed caches, via `model.prefill`)."""
+        (for route cache: from the compressed caches, via `model.prefill`)."""
         config = self.model.config
         if config.voco_layout == "reference":  # its rows are not built here (core/processing.py encode_prompts)
             raise NotImplementedError("loglikelihood for models of the reference layout (generate_until works)")
@@ -388,8 +394,8 @@ class VoCoLlava(_Base):
                         attention_mask.to(self.device),
                         pixel_values=pixel_values,
                         cache=cache,
-                        rule="causal" if route == "full" else "voco",
-                    )[0]
+                        rule=route_rule(route),
+                    ).logits
                 # Query rows are left-padded and end with each row's last text tokens: the
                 # continuation is right-aligned, predicted by the positions just before it.
                 width = logits.shape[1]
@@ -419,4 +425,4 @@ def _progress(total: int, disable: bool):
     return tqdm(total=total, disable=disable, desc="Model Responding")
 
 
-__all__ = ["HAVE_LMMS_EVAL", "ImageCacheStore", "VoCoLlava", "lmms_eval_manifest", "cut_at"]
+__all__ = ["HAVE_LMMS_EVAL", "CompressedPILImages", "VoCoLlava", "lmms_eval_manifest", "cut_at"]

@@ -18,7 +18,7 @@ from ..core.errors import InputError
 from ..core.files import write_json_atomic
 from .answers import ScoringError, ScoringWarning
 from .retention import bench_order, load_scores, retention_report
-from .scorers import DISPLAY_NAMES, SCORERS, canonical_bench, score
+from .scorers import DISPLAY_NAMES, SCORERS, score, scorer
 
 # ---- what the verbs print ------------------------------------------------------------------
 
@@ -107,12 +107,16 @@ def run_cli(work: Callable[[], None]) -> int:
 
 def _cmd_score(args) -> int:
     def work():
-        options = {"extra_file": args.extra_file, "missing": args.missing}
-        if canonical_bench(args.bench) == "sqa":
-            options["split"] = args.sqa_split
-        if canonical_bench(args.bench) == "seed":
-            options["data_type"] = args.seed_data_type
-        summary = score(args.bench, args.answers_file, args.annotation_file, **options)
+        bench = scorer(args.bench)
+        options = {}
+        for other in SCORERS.values():  # --<bench>-<option>: given for another bench, refused by name
+            for option in other.options:
+                value = getattr(args, f"{other.name}_{option}")
+                if value is not None and other is not bench:
+                    raise InputError(f"--{other.name}-{option.replace('_', '-')} is for {other.name}, not {bench.name}")
+                if value is not None:
+                    options[option] = value
+        summary = score(bench.name, args.answers_file, args.annotation_file, args.missing, args.extra_file, **options)
         print(format_table(summary))
         if args.out:
             write_json_atomic(args.out, summary)
@@ -153,7 +157,12 @@ def register_cli(subparsers) -> None:
     p.add_argument(
         "--annotation-file", required=True, help="answer key: generic JSONL or the benchmark's own file/directory"
     )
-    p.add_argument("--extra-file", default=None, help="pope: LLaVA's llava_pope_test.jsonl; sqa: pid_splits.json")
+    p.add_argument(
+        "--extra-file",
+        default=None,
+        help="; ".join(f"{s.name}: {s.extra_file}" for s in SCORERS.values() if s.extra_file)
+        + " (no other bench takes one)",
+    )
     missing = p.add_mutually_exclusive_group()
     missing.add_argument(
         "--strict",
@@ -171,7 +180,7 @@ def register_cli(subparsers) -> None:
         const="answered",
         help="score only the answered questions, on every benchmark",
     )
-    p.add_argument("--sqa-split", default="test", help="ScienceQA split (default test)")
+    p.add_argument("--sqa-split", default=None, help="ScienceQA split (default test)")
     p.add_argument(
         "--seed-data-type",
         choices=("image", "video"),

@@ -442,7 +442,7 @@ class RecordEncoder:
         keep at least one supervised token; otherwise the record is bad."""
         # tokens each image token grows by (the reference layout's VoCo tokens are in the text already)
         extra = self.num_vision + (0 if self.reference else num_voco) - 1
-        expanded = lambda i: i + extra * sum(p < i for p in image_positions)  # noqa: E731  (position of token i)
+        expanded = lambda i: i + extra * sum(p < i for p in image_positions)  # position of token i
         full, limit = n_text + extra * len(image_positions), self.model_max_length
         if full <= limit:
             return full
@@ -501,7 +501,7 @@ def _video_problem(folder: Path, relative: str, num_frames: int | None, open_vid
         return BadRecordError("missing_video", relative)
     try:
         total = _frame_total(path)
-    except Exception as err:  # noqa: BLE001  (PyAV raises many kinds of error on a broken file)
+    except Exception as err:  # PyAV raises many kinds of error on a broken file
         return BadRecordError("unreadable_video", f"{relative} ({err.__class__.__name__}: {err})")
     if total == 0:
         return BadRecordError("video_frames", f"{relative} has no frames")

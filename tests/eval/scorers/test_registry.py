@@ -6,6 +6,7 @@ from voco_llama.cli import main
 from voco_llama.eval import scorers
 from voco_llama.eval.answers import ScoringError
 from voco_llama.eval.scorers import score
+from voco_llama.eval.scorers.base import register_scorer
 
 
 def test_malformed_official_files_are_scoring_errors(tmp_path, write_json, answers, mmbench_tsv):
@@ -66,3 +67,43 @@ def test_a_pope_key_scored_as_gqa_is_one_line_and_exit_2(tmp_path, write_jsonl, 
     assert score("gqa", ans, named)["score"] == 50.0
     with pytest.raises(ScoringError, match="an answer key for gqa, not pope"):
         score("pope", ans, named)
+
+
+def test_each_scorer_registers_its_names_extra_file_and_options():
+    # the names the tables and `voco score` used before the registry, now declared by each scorer
+    assert scorers.BENCHES == ("gqa", "mmbench", "mme", "pope", "seed", "sqa", "vqav2", "textvqa")
+    assert scorers.DISPLAY_NAMES == {
+        "gqa": "GQA", "mmbench": "MMB", "mme": "MME", "pope": "POPE", "seed": "SEED", "sqa": "SQA-I",
+        "vqav2": "VQAv2", "textvqa": "TextVQA",
+    }  # fmt: skip
+    for spelling, name in [("MMB", "mmbench"), ("SQA-I", "sqa"), ("ScienceQA-IMG", "sqa"), ("vqa_v2", "vqav2")]:
+        assert scorers.canonical_bench(spelling) == name and scorers.scorer(spelling).name == name
+    assert {n: s.extra_file is not None for n, s in scorers.SCORERS.items()} == {
+        n: n in ("pope", "sqa") for n in scorers.BENCHES
+    }
+    assert {n: s.options for n, s in scorers.SCORERS.items() if s.options} == {
+        "seed": ("data_type",),
+        "sqa": ("split",),
+    }
+    with pytest.raises(ValueError, match=r"already registered"):
+        register_scorer("gqa2", "GQA again", aliases=("mmb",))(lambda *a, **k: {})
+    assert "gqa2" not in scorers.SCORERS
+
+
+@pytest.mark.parametrize("bench", ["gqa", "mme", "mmbench", "seed", "vqav2", "textvqa"])
+def test_an_extra_file_is_refused_once_for_every_bench_without_one(tmp_path, write_jsonl, answers, bench):
+    key = write_jsonl(tmp_path / "key.jsonl", [{"question_id": 0, "answer": "B", "category": "x"}])
+    ans = answers(tmp_path / "ans.jsonl", [(0, "B")])
+    with pytest.raises(ScoringError, match=rf"^{bench} takes no extra file$"):
+        score(bench, ans, key, extra_file=tmp_path / "x.json")
+
+
+def test_an_option_flag_of_another_bench_is_refused_by_name(tmp_path, write_jsonl, answers, capsys):
+    key = write_jsonl(tmp_path / "key.jsonl", [{"question_id": 0, "answer": "red"}])
+    ans = answers(tmp_path / "ans.jsonl", [(0, "red")])
+    argv = ["score", "gqa", "--answers-file", str(ans), "--annotation-file", str(key)]
+    assert main(argv) == 0 and "GQA: accuracy (%) = 100.00" in capsys.readouterr().out
+    for flag, value in (("--sqa-split", "val"), ("--seed-data-type", "image")):
+        assert main([*argv, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err == f"voco: error: {flag} is for {flag.split('-')[2]}, not gqa\n"

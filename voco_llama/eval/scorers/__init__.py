@@ -1,63 +1,29 @@
-"""The benchmark scorers, one module per benchmark, behind one registry (``SCORERS``, ``score``).
+"""The benchmark scorers, one module per benchmark, each registering itself (``base.register_scorer``:
+name, display name, aliases, extra file, options) in ``SCORERS``; ``score`` runs one.
 
-Each ``score_<bench>(answers_path, annotation_path, *, extra_file=None, missing="official", ...)``
-re-implements (does not copy) the official rule; its module says which and how the parse goes.
-``score()`` returns a JSON-able dict; ``"score"`` is the paper's headline number on the paper's
-scale: POPE F1 (%) averaged over its categories; MME perception total (sum of acc + acc+ over the
-10 perception subtasks, 0-2000); GQA / VQAv2 / TextVQA / ScienceQA-IMG / MMBench (circular) /
-SEED accuracy in %. Details: ``metrics`` (overall), ``categories`` (per category/subtask/type),
-counts (``n_questions``, ``n_answered``, ``n_missing``, ``n_scored``, ``missing_as``).
-``missing``: "official" (default), "strict" or "answered" -- see ``base``.
+Each ``score_<bench>(answers_path, annotation_path, *, missing="official", ...)`` re-implements (does
+not copy) the official rule; its module says which and how the parse goes. ``score()`` returns a
+JSON-able dict; ``"score"`` is the paper's headline number on the paper's scale: POPE F1 (%)
+averaged over its categories; MME perception total (sum of acc + acc+ over the 10 perception
+subtasks, 0-2000); GQA / VQAv2 / TextVQA / ScienceQA-IMG / MMBench (circular) / SEED accuracy in
+%. Details: ``metrics`` (overall), ``categories`` (per category/subtask/type), counts
+(``n_questions``, ``n_answered``, ``n_missing``, ``n_scored``, ``missing_as``). ``missing``:
+"official" (default), "strict" or "answered" -- see ``base``.
 """
 
 from __future__ import annotations
 
 from ..answers import ScoringError, is_generic_key, load_answer_key
-from .base import MISSING_RULES
-from .gqa import score_gqa
-from .mmbench import score_mmbench
-from .mme import MME_COGNITION, MME_PERCEPTION, score_mme
-from .pope import score_pope
-from .seed import score_seed
-from .sqa import score_sqa
-from .vqa import score_textvqa, score_vqav2
 
-BENCHES = ("gqa", "mmbench", "mme", "pope", "seed", "sqa", "vqav2", "textvqa")  # paper order first
-DISPLAY_NAMES = {
-    "gqa": "GQA",
-    "mmbench": "MMB",
-    "mme": "MME",
-    "pope": "POPE",
-    "seed": "SEED",
-    "sqa": "SQA-I",
-    "vqav2": "VQAv2",
-    "textvqa": "TextVQA",
-}
-_ALIASES = {
-    "mmb": "mmbench",
-    "mmbench-en": "mmbench",
-    "mme-p": "mme",
-    "sqa-i": "sqa",
-    "sqa_i": "sqa",
-    "sqa-img": "sqa",
-    "scienceqa": "sqa",
-    "scienceqa-img": "sqa",
-    "vqa-v2": "vqav2",
-    "vqa_v2": "vqav2",
-    "seed-bench": "seed",
-    "text-vqa": "textvqa",
-}
+# Importing a scorer module registers its scorers, in this order: the paper's columns (GQA, MMB,
+# MME, POPE, SEED, SQA-I, VQAv2), then TextVQA.
+from . import gqa, mmbench, mme, pope, seed, sqa, vqa
+from .base import MISSING_RULES, SCORERS, Scorer
+from .mme import MME_COGNITION, MME_PERCEPTION
 
-SCORERS = {
-    "pope": score_pope,
-    "mme": score_mme,
-    "gqa": score_gqa,
-    "vqav2": score_vqav2,
-    "textvqa": score_textvqa,
-    "sqa": score_sqa,
-    "mmbench": score_mmbench,
-    "seed": score_seed,
-}
+BENCHES = tuple(SCORERS)
+DISPLAY_NAMES = {name: s.display_name for name, s in SCORERS.items()}
+_ALIASES = {alias: name for name, s in SCORERS.items() for alias in s.aliases}
 
 
 def canonical_bench(name: str) -> str:
@@ -117,18 +83,33 @@ def check_generic_key(bench: str, path) -> None:
         )
 
 
-def score(bench: str, answers_path, annotation_path, missing: str = "official", **options) -> dict:
-    """Score one benchmark. Options: extra_file; sqa: split; seed: data_type."""
+def scorer(bench: str) -> Scorer:
+    """The registered scorer of a bench, by its name or an alias."""
     name = canonical_bench(bench)
     if name not in SCORERS:
         raise ScoringError(f"unknown benchmark {bench!r} (one of {', '.join(SCORERS)})")
+    return SCORERS[name]
+
+
+def score(bench: str, answers_path, annotation_path, missing: str = "official", extra_file=None, **options) -> dict:
+    """Score one benchmark. ``extra_file``: for a bench that takes one (its ``Scorer.extra_file``);
+    ``options``: the bench's own (sqa: split; seed: data_type)."""
+    found = scorer(bench)
     if missing not in MISSING_RULES:
         raise ScoringError(f"missing={missing!r}: expected one of {', '.join(MISSING_RULES)}")
-    check_generic_key(name, annotation_path)
-    summary = SCORERS[name](answers_path, annotation_path, missing=missing, **options)
+    if extra_file is not None:
+        if found.extra_file is None:
+            raise ScoringError(f"{found.name} takes no extra file")
+        options["extra_file"] = extra_file
+    check_generic_key(found.name, annotation_path)
+    summary = found.function(answers_path, annotation_path, missing=missing, **options)
     summary["missing_rule"] = missing
     summary["answers_file"] = str(answers_path)
     summary["annotation_file"] = str(annotation_path)
-    if options.get("extra_file"):
-        summary["extra_file"] = str(options["extra_file"])
+    if extra_file:
+        summary["extra_file"] = str(extra_file)
     return summary
+
+
+__all__ = ["BENCHES", "DISPLAY_NAMES", "SCORERS", "Scorer", "canonical_bench", "check_generic_key", "score", "scorer"]
+__all__ += ["gqa", "mmbench", "mme", "pope", "seed", "sqa", "vqa"]

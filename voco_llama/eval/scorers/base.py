@@ -1,5 +1,17 @@
-"""What every scorer shares: matching answers to key records, the missing-answer rule, and the
-summary dict.
+"""What every scorer shares: the registry it joins (`register_scorer`), matching answers to key
+records, the missing-answer rule, and the summary dict.
+
+Registry
+--------
+Each scorer registers itself where it is defined, as lm-eval's task registry does::
+
+    @register_scorer("sqa", "SQA-I", aliases=("scienceqa", ...), extra_file="pid_splits.json", options=("split",))
+    def score_sqa(answers_path, annotation_path, *, missing="official", extra_file=None, split="test"): ...
+
+``name`` is the bench's one name (what ``voco score`` takes and summaries carry), ``display_name``
+its table heading, ``aliases`` other names it is known by, ``extra_file`` what the bench's extra
+file is (``voco score --extra-file``; None: the bench takes none, and one given is refused here,
+not by each scorer) and ``options`` its further keyword options (``voco score --<name>-<option>``).
 
 Missing answers, bad ids
 ------------------------
@@ -26,10 +38,39 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
-from ..answers import AnswerKey, ScoringError, ScoringWarning
+from ..answers import AnswerKey, ScoringError, ScoringWarning, load_answers
 
 MISSING_RULES = ("official", "strict", "answered")
+
+
+@dataclass(frozen=True)
+class Scorer:
+    name: str
+    display_name: str
+    function: Callable[..., dict]  # (answers_path, annotation_path, *, missing, [extra_file], **options) -> summary
+    aliases: tuple[str, ...] = ()
+    extra_file: str | None = None  # what the bench's extra file is; None: it takes none
+    options: tuple[str, ...] = ()
+
+
+SCORERS: dict[str, Scorer] = {}  # name -> scorer, in registration order
+
+
+def register_scorer(
+    name: str, display_name: str, aliases: tuple[str, ...] = (), extra_file: str | None = None, options=()
+):
+    """Decorator: add the function to ``SCORERS`` under ``name`` (see the module docstring)."""
+
+    def add(function: Callable[..., dict]) -> Callable[..., dict]:
+        known = {n for s in SCORERS.values() for n in (s.name, *s.aliases)}
+        if {name, *aliases} & known:
+            raise ValueError(f"scorer {name!r}: name or alias {sorted({name, *aliases} & known)} already registered")
+        SCORERS[name] = Scorer(name, display_name, function, tuple(aliases), extra_file, tuple(options))
+        return function
+
+    return add
 
 
 def missing_rule(missing: str, official: str) -> str:
@@ -46,21 +87,28 @@ def output(answer: dict | None) -> str | None:
 
 
 def pair(
-    answers: list[dict],
     answers_path,
+    annotation_path,
     records: list[dict],
     answer_key: AnswerKey,
-    where: str,
     missing: str,
+    *,
+    answers: list[dict] | None = None,
+    where: str | None = None,
     keep: Callable[[dict], bool] | None = None,
     repeated_keys: bool = False,
 ) -> tuple[list[tuple[dict, dict | None]], dict]:
-    """Match answers to key records. Returns [(record, answer or None)] in key order, and counts.
+    """Match the answers of ``answers_path`` to the key records read from ``annotation_path``.
+    Returns [(record, answer or None)] in key order, and counts.
 
-    ``missing`` is "wrong" (missing answers are kept, as None) or "skip" (left out). Records failing
-    ``keep`` may be answered but are neither scored nor counted. ``repeated_keys``: records may share
-    a key (an official script that collapses duplicate questions); its answers fill them in order.
+    ``missing`` is "wrong" (missing answers are kept, as None) or "skip" (left out). ``answers``: the
+    file's answers when the scorer read them already; ``where``: how errors name the key (default
+    the annotation path). Records failing ``keep`` may be answered but are neither scored nor
+    counted. ``repeated_keys``: records may share a key (an official script that collapses duplicate
+    questions); its answers fill them in order.
     """
+    answers = load_answers(answers_path) if answers is None else answers
+    where = str(annotation_path) if where is None else where
     index: dict[Hashable, list[dict]] = defaultdict(list)
     for r in records:
         if index[r["key"]] and not repeated_keys:

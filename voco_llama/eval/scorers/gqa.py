@@ -13,8 +13,8 @@ playground/data/eval/gqa/data/eval/eval.py (where LLaVA's scripts/v1_5/eval/gqa.
 
 from __future__ import annotations
 
-from ..answers import ScoringError, key_loader, load_answers, simple_key
-from .base import accuracy_summary, missing_rule, pair
+from ..answers import ScoringError, key_loader, simple_key
+from .base import accuracy_summary, missing_rule, pair, register_scorer
 
 
 def gqa_prediction(text: str) -> str:
@@ -40,20 +40,17 @@ def _gqa_key(path):
     return simple_key(path, _gqa_records)
 
 
-def score_gqa(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
-    if extra_file is not None:
-        raise ScoringError("gqa takes no extra file")
+def gqa_scored(record: dict) -> bool:
+    """Whether eval.py scores a key record: the balanced questions only (isBalanced; a key without
+    the field is all balanced)."""
+    return record.get("balanced", True)
+
+
+@register_scorer("gqa", "GQA")
+def score_gqa(answers_path, annotation_path, *, missing="official") -> dict:
     records, answer_key = _gqa_key(annotation_path)
     # GQA's eval.py stops on a question without a prediction; wrong is what a blank one scores.
     missing = missing_rule(missing, official="wrong")
-    pairs, counts = pair(
-        load_answers(answers_path),
-        answers_path,
-        records,
-        answer_key,
-        str(annotation_path),
-        missing,
-        keep=lambda r: r.get("balanced", True),
-    )
+    pairs, counts = pair(answers_path, annotation_path, records, answer_key, missing, keep=gqa_scored)
     # GQA golds are lower-case already; lower-casing them only matters for hand-made keys.
     return accuracy_summary("gqa", pairs, counts, lambda r, text: gqa_prediction(text) == r["answer"].lower())

@@ -26,7 +26,7 @@ import sys
 from collections import defaultdict
 
 from ..answers import ScoringError, generic_matching, is_generic_key, key_loader, load_answer_key, load_answers
-from .base import missing_rule, output, pair, pct, summary
+from .base import missing_rule, output, pair, pct, register_scorer, summary
 
 # VLMEvalKit's refusals: answered "Z", which is never right and stops the option-text match
 _REFUSALS = (
@@ -132,14 +132,13 @@ def _mmbench_key(path, answers):
     return records, lambda a: (str(a["question_id"]), int(a.get("round_id") or 0))
 
 
-def score_mmbench(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
-    if extra_file is not None:
-        raise ScoringError("mmbench takes no extra file")
+@register_scorer("mmbench", "MMB", aliases=("mmb", "mmbench-en"))
+def score_mmbench(answers_path, annotation_path, *, missing="official") -> dict:
     answers = load_answers(answers_path)
     records, answer_key = _mmbench_key(annotation_path, answers)
     # a row without a prediction is wrong on the MMBench server
     missing = missing_rule(missing, official="wrong")
-    pairs, counts = pair(answers, answers_path, records, answer_key, str(annotation_path), missing)
+    pairs, counts = pair(answers_path, annotation_path, records, answer_key, missing, answers=answers)
     groups: dict[str, list] = {}
     for r, answer in pairs:
         options = r["options"] if r["options"] is not None else prompt_options(answer and answer.get("prompt"))

@@ -22,10 +22,9 @@ from ..answers import (
     is_generic_key,
     key_loader,
     load_answer_key,
-    load_answers,
     question_text,
 )
-from .base import missing_rule, output, pair, pct, summary, yes_no_gold
+from .base import missing_rule, output, pair, pct, register_scorer, summary, yes_no_gold
 
 MME_PERCEPTION = (
     "existence",
@@ -114,14 +113,13 @@ def _mme_key(path):
     return records, answer_key
 
 
-def score_mme(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
-    if extra_file is not None:
-        raise ScoringError("mme takes no extra file")
+@register_scorer("mme", "MME", aliases=("mme-p",))
+def score_mme(answers_path, annotation_path, *, missing="official") -> dict:
     records, answer_key = _mme_key(annotation_path)
     # MME's calculation.py needs every answer (it pairs an image's two lines); wrong is what a
     # complete file with an unusable answer scores.
     missing = missing_rule(missing, official="wrong")
-    pairs, counts = pair(load_answers(answers_path), answers_path, records, answer_key, str(annotation_path), missing)
+    pairs, counts = pair(answers_path, annotation_path, records, answer_key, missing)
     questions = defaultdict(Counter)  # subtask -> n, correct, other
     images = defaultdict(dict)  # subtask -> image -> all questions right so far
     for r, answer in pairs:

@@ -24,10 +24,9 @@ from ..answers import (
     iter_jsonl,
     key_loader,
     load_answer_key,
-    load_answers,
     question_text,
 )
-from .base import missing_rule, output, pair, pct, summary, yes_no_gold
+from .base import missing_rule, output, pair, pct, register_scorer, summary, yes_no_gold
 
 
 def pope_yes_no(text: str) -> str:
@@ -97,12 +96,13 @@ def _pope_key(path, extra_file):
     return records, lambda a: questions.get(str(a["question_id"]))
 
 
-def score_pope(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
+@register_scorer("pope", "POPE", extra_file="LLaVA's llava_pope_test.jsonl")
+def score_pope(answers_path, annotation_path, *, missing="official", extra_file=None) -> dict:
     records, answer_key = _pope_key(annotation_path, extra_file)
     where = f"{annotation_path}" + (f" via {extra_file}" if extra_file else "")
     # LLaVA zips the answers it has with the labels: the official score is over the answers present.
     missing = missing_rule(missing, official="skip")
-    pairs, counts = pair(load_answers(answers_path), answers_path, records, answer_key, where, missing)
+    pairs, counts = pair(answers_path, annotation_path, records, answer_key, missing, where=where)
     by_category = defaultdict(Counter)
     for r, answer in pairs:
         gold_yes = r["answer"] == "yes"

@@ -8,8 +8,8 @@ Keys: a generic key, or SEED-Bench JSON (``{"questions": [{"question_id", "answe
 
 from __future__ import annotations
 
-from ..answers import ScoringError, key_loader, load_answers, simple_key
-from .base import accuracy_summary, missing_rule, output, pair, pct
+from ..answers import ScoringError, key_loader, simple_key
+from .base import accuracy_summary, missing_rule, output, pair, pct, register_scorer
 
 
 def _seed_records(data, path) -> list[dict]:
@@ -32,18 +32,16 @@ def _seed_key(path):
     return simple_key(path, _seed_records)
 
 
-def score_seed(answers_path, annotation_path, *, extra_file=None, missing="official", data_type=None) -> dict:
-    if extra_file is not None:
-        raise ScoringError("seed takes no extra file")
+@register_scorer("seed", "SEED", aliases=("seed-bench",), options=("data_type",))
+def score_seed(answers_path, annotation_path, *, missing="official", data_type=None) -> dict:
     records, answer_key = _seed_key(annotation_path)
     if data_type is not None and not any(r.get("data_type") == data_type for r in records):
         raise ScoringError(f"{annotation_path}: no questions with data_type {data_type!r}")
     pairs, counts = pair(
-        load_answers(answers_path),
         answers_path,
+        annotation_path,
         records,
         answer_key,
-        str(annotation_path),
         missing_rule(missing, official="wrong"),  # LLaVA's eval_single counts a missing question wrong
         keep=None if data_type is None else lambda r: r.get("data_type") == data_type,
     )

@@ -21,10 +21,9 @@ from ..answers import (
     is_generic_key,
     key_loader,
     load_answer_key,
-    load_answers,
     read_json,
 )
-from .base import accuracy_summary, missing_rule, output, pair, pct
+from .base import accuracy_summary, missing_rule, output, pair, pct, register_scorer
 
 SQA_OPTIONS = ["A", "B", "C", "D", "E"]
 
@@ -80,18 +79,20 @@ def _sqa_key(path, extra_file, split):
     return records, lambda a: str(a["question_id"])
 
 
-def score_sqa(answers_path, annotation_path, *, extra_file=None, missing="official", split="test") -> dict:
+@register_scorer(
+    "sqa",
+    "SQA-I",
+    aliases=("sqa-i", "sqa_i", "sqa-img", "scienceqa", "scienceqa-img"),
+    extra_file="pid_splits.json",
+    options=("split",),
+)
+def score_sqa(answers_path, annotation_path, *, missing="official", extra_file=None, split="test") -> dict:
     records, answer_key = _sqa_key(annotation_path, extra_file, split)
     # LLaVA's eval_science_qa.py counts a missing problem wrong in "Accuracy" but, its prompt having
     # no <image>, leaves it out of "IMG-Accuracy" (the headline): both are kept here.
     rule = missing_rule(missing, official="skip")
     pairs, counts = pair(
-        load_answers(answers_path),
-        answers_path,
-        records,
-        answer_key,
-        str(annotation_path),
-        "skip" if missing == "answered" else "wrong",
+        answers_path, annotation_path, records, answer_key, "skip" if missing == "answered" else "wrong"
     )
 
     def right(r, text):

@@ -31,11 +31,10 @@ from ..answers import (
     is_generic_key,
     key_loader,
     load_answer_key,
-    load_answers,
     read_json,
     simple_key,
 )
-from .base import accuracy_summary, missing_rule, pair
+from .base import accuracy_summary, missing_rule, pair, register_scorer
 
 _NUMBER_WORDS = {
     "none": "0",
@@ -224,9 +223,7 @@ def _textvqa_key(path):
     return records, answer_key
 
 
-def _score_vqa(bench, answers_path, annotation_path, extra_file, missing) -> dict:
-    if extra_file is not None:
-        raise ScoringError(f"{bench} takes no extra file")
+def _score_vqa(bench, answers_path, annotation_path, missing) -> dict:
     if bench == "vqav2":
         records, answer_key = _vqav2_key(annotation_path)
         accuracy = vqav2_accuracy
@@ -237,15 +234,7 @@ def _score_vqa(bench, answers_path, annotation_path, extra_file, missing) -> dic
         accuracy = vqa_soft_accuracy
         # eval_textvqa.py scores the answer lines it has
         missing = missing_rule(missing, official="skip")
-    pairs, counts = pair(
-        load_answers(answers_path),
-        answers_path,
-        records,
-        answer_key,
-        str(annotation_path),
-        missing,
-        repeated_keys=bench == "textvqa",
-    )
+    pairs, counts = pair(answers_path, annotation_path, records, answer_key, missing, repeated_keys=bench == "textvqa")
     return accuracy_summary(
         bench,
         pairs,
@@ -255,9 +244,11 @@ def _score_vqa(bench, answers_path, annotation_path, extra_file, missing) -> dic
     )
 
 
-def score_vqav2(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
-    return _score_vqa("vqav2", answers_path, annotation_path, extra_file, missing)
+@register_scorer("vqav2", "VQAv2", aliases=("vqa-v2", "vqa_v2"))
+def score_vqav2(answers_path, annotation_path, *, missing="official") -> dict:
+    return _score_vqa("vqav2", answers_path, annotation_path, missing)
 
 
-def score_textvqa(answers_path, annotation_path, *, extra_file=None, missing="official") -> dict:
-    return _score_vqa("textvqa", answers_path, annotation_path, extra_file, missing)
+@register_scorer("textvqa", "TextVQA", aliases=("text-vqa",))
+def score_textvqa(answers_path, annotation_path, *, missing="official") -> dict:
+    return _score_vqa("textvqa", answers_path, annotation_path, missing)
