@@ -140,7 +140,8 @@ def test_converted_reference_checkpoint_answers_as_the_reference_computes(tmp_pa
     assert enc["input_ids"][0].tolist() == want_ids[:at] + [config.image_token_id] * n + want_ids[at + 1 :]
     with torch.no_grad():
         masked = pipe.model(**enc, pixel_values=pixels).logits[..., : len(tok)]
-        logits, query, *_ = pipe.model.prefill(**enc, cache=pipe.model.compress(pixels))
+        prompt = pipe.model.prefill(**enc, cache=pipe.model.compress(pixels))
+        logits, query = prompt.logits, prompt.query_labels
     assert (masked - expected).abs().max() <= TOL  # every token of the row
     text = expected[0, -query.kind.shape[1] :]
     assert (logits[0, :, : len(tok)] - text).abs().max() <= TOL  # the text, from the cache

@@ -129,15 +129,16 @@ def test_cache_path_equals_masked_pass_and_the_reference_re_implementation(kv_he
         expected = reference_logits(model, llama, ids, mask, pixels)
         masked = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
         cache = model.compress(pixels)
-        logits, query, *_ = model.prefill(ids, mask, cache=cache)
+        prompt = model.prefill(ids, mask, cache=cache)
+        logits, query = prompt.logits, prompt.query_labels
     assert (masked - expected)[real].abs().max() <= TOL  # every real token, the group's included
     text = expected.gather(1, query.order[..., None].expand(-1, -1, expected.shape[-1]))
     assert (logits - text)[query.valid].abs().max() <= TOL
     assert cache.layout == "reference" and cache.positions == list(range(18, 18 + num_voco))
     # decoding: every step is one token against the KV cache; the reference recomputed from scratch
     steps = 4
-    g_cache = model.generate(ids, mask, cache=cache, max_new_tokens=steps)
-    g_masked = model.generate(ids, mask, pixel_values=pixels, max_new_tokens=steps)
+    g_cache = model.answer(ids, mask, cache=cache, max_new_tokens=steps)
+    g_masked = model.answer(ids, mask, pixel_values=pixels, max_new_tokens=steps)
     assert torch.equal(g_cache.sequences, g_masked.sequences)
     grown_ids = torch.cat([ids, g_cache.sequences[:, :-1]], dim=1)
     grown_mask = torch.cat([mask, torch.ones_like(g_cache.sequences[:, :-1])], dim=1)
@@ -162,11 +163,12 @@ def test_one_text_token_after_the_voco_tokens():
     mask = (ids != tok.pad_token_id).long()
     with torch.no_grad():
         expected = reference_logits(model, llama, ids, mask, pixels)
-        logits, query, *_ = model.prefill(ids, mask, cache=model.compress(pixels))
+        prompt = model.prefill(ids, mask, cache=model.compress(pixels))
+        logits, query = prompt.logits, prompt.query_labels
     assert query.valid.sum(1).tolist() == [1, 2]
     assert (logits[0, -1] - expected[0, -1]).abs().max() <= TOL
     assert (logits[1] - expected[1, -2:]).abs().max() <= TOL
-    generated = model.generate(ids, mask, cache=model.compress(pixels), max_new_tokens=3)
+    generated = model.answer(ids, mask, cache=model.compress(pixels), max_new_tokens=3)
     grown = torch.cat([ids, generated.sequences[:, :-1]], dim=1)
     grown_mask = torch.cat([mask, torch.ones_like(generated.sequences[:, :-1])], dim=1)
     with torch.no_grad():
