@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw
 from ..core.attention import layout_positions
 from ..core.errors import InputError, positive_int
 from ..core.files import pyplot, write_png
-from ..core.pipeline import Answer, VoCoPipeline
+from ..core.pipeline import VoCoPipeline
 from ..core.presets import build_model, llava15_geometry
 from ..core.processing import encode_prompts
 from ..serve.engine import Engine
@@ -80,7 +80,7 @@ class FullEntry:
 
 
 class FullCacheEngine(Engine):
-    """Keeps every image's N + K tokens of K/V. Questions with one image each, greedy only."""
+    """Keeps every image's N + K tokens of K/V. Questions with one image each."""
 
     def make_entries(self, image_lists: list[list], num_voco: int) -> list:
         model = self.pipe.model
@@ -95,10 +95,9 @@ class FullCacheEngine(Engine):
             entries.append(FullEntry(full.layers, positions))
         return entries
 
-    @torch.no_grad()
-    def answer(self, jobs, temperature, top_p, streamer) -> list:
-        if temperature > 0 or any(len(job.units) != 1 for job in jobs):
-            raise InputError("full_cache answers greedy questions about one image each")
+    def prefill(self, jobs):
+        if any(len(job.units) != 1 for job in jobs):
+            raise InputError("full_cache answers questions about one image each")
         model, tokenizer = self.pipe.model, self.pipe.tokenizer
         batch = encode_prompts([job.prompt for job in jobs], tokenizer, model.config, num_voco=self.num_voco)
         ids = batch["input_ids"].to(model.device)
@@ -112,28 +111,8 @@ class FullCacheEngine(Engine):
             keys = torch.cat([job.units[0].entry.layers[layer][0] for job in jobs])
             values = torch.cat([job.units[0].entry.layers[layer][1] for job in jobs])
             layers.append((model.rerotate_keys(keys, delta), values))
-        logits, _, key, past, q_positions = model.prefill_context(ids, labels, positions, cached, layers, RULE)
-        # greedy decoding as model.generate does it, from this prefill
-        limits = torch.tensor([job.max_tokens for job in jobs], device=model.device)
-        eos = tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        next_logits, next_position = logits[:, -1].float(), q_positions[:, -1:] + 1
-        order, steps = int(key.order.max()) + 1, []
-        done = torch.zeros(len(jobs), dtype=torch.bool, device=model.device)
-        for step in range(int(limits.max())):
-            token = torch.where(done, pad, next_logits.argmax(-1))
-            steps.append(token)
-            streamer.put(token.cpu())
-            done = done | (token == eos) | (step + 1 >= limits)
-            if bool(done.all()):
-                break
-            next_logits, key = model.decode_step(token, key, past, next_position + step, order + step, RULE)
-        answers = []
-        for row, limit in zip(torch.stack(steps, 1).tolist(), limits.tolist()):
-            row = row[:limit]
-            row = row[: row.index(eos) + 1] if eos in row else row
-            answers.append(Answer(tokenizer.decode(row, skip_special_tokens=True).strip(), row, []))
-        return answers
+        # the text-only pass against the full K/V; the engine decodes from it as from a VoCo prefill
+        return model.prefill_context(ids, labels, positions, cached, layers, RULE)
 
 
 @dataclass
@@ -160,17 +139,13 @@ class NoCacheEngine(Engine):
     def make_entries(self, image_lists: list[list], num_voco: int) -> list:
         return [Pixels(images) for images in image_lists]
 
-    def answer(self, jobs, temperature, top_p, streamer) -> list:
-        return self.pipe.answer_prompts(
-            [job.prompt for job in jobs],
-            images=[image for job in jobs for unit in job.units for image in unit.entry.images],
-            route="masked",
-            num_voco=self.num_voco,
-            max_new_tokens=[job.max_tokens for job in jobs],
-            temperature=temperature,
-            top_p=top_p,
-            streamer=streamer,
-        )
+    def prefill(self, jobs):
+        """The masked pass over each question's pixels (route "masked" of `pipe.ask`)."""
+        model = self.pipe.model
+        batch = encode_prompts([job.prompt for job in jobs], self.pipe.tokenizer, model.config, num_voco=self.num_voco)
+        pixels = self.pipe.pixels([image for job in jobs for unit in job.units for image in unit.entry.images])
+        ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+        return model.prefill(ids, mask, pixel_values=pixels.to(model.device, model.dtype), rule=RULE)
 
 
 ENGINES = {"voco_cache": Engine, "full_cache": FullCacheEngine, "no_cache": NoCacheEngine}
