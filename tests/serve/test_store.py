@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.serve.kit import QUESTIONS, http, image_part, metric, noise_image, start_process, user
+from voco_llama.cli import main
 from voco_llama.core.cache import VoCoCache
 from voco_llama.core.errors import InputError
 from voco_llama.core.pipeline import VoCoPipeline
@@ -56,6 +57,8 @@ def test_store_lru_by_bytes_disk_reload_and_refusals(tmp_path):
 
 
 def test_kill9_while_writing_caches_then_restart(model_dir, pipe, tmp_path, media):
+    """Clients compress new images while the server is killed -9 mid-write: after the restart every
+    id they were given answers; torn and foreign files are refused, the temp file is gone."""
     cache_dir = tmp_path / "caches"
     folder, images = media
     process, url = start_process(model_dir, cache_dir, folder)
@@ -63,23 +66,27 @@ def test_kill9_while_writing_caches_then_restart(model_dir, pipe, tmp_path, medi
         ids = [http(url + "/v1/voco/compress", image_part(images[i]), key=None)[1]["id"] for i in range(3)]
         while len(list(cache_dir.glob("*.voco"))) < 3:
             time.sleep(0.01)
-        stop = threading.Event()
+        stop, acknowledged = threading.Event(), []
 
         def storm(worker: int):  # new images, compressed and written one after another
             for n in range(10_000):
                 if stop.is_set():
                     return
                 try:
-                    http(url + "/v1/voco/compress", image_part(noise_image(1000 + worker * 10_000 + n)), key=None)
+                    status, made = http(
+                        url + "/v1/voco/compress", image_part(noise_image(1000 + worker * 10_000 + n)), key=None
+                    )
                 except OSError:
                     return
+                assert status == 200
+                acknowledged.append(made["id"])  # the client was given this id
 
         threads = [threading.Thread(target=storm, args=(w,), daemon=True) for w in range(3)]
         for t in threads:
             t.start()
         caught, deadline = False, time.monotonic() + 20
         while not caught and time.monotonic() < deadline:
-            caught = any(name.endswith(".tmp") for name in os.listdir(cache_dir))
+            caught = len(acknowledged) >= 10 and any(name.endswith(".tmp") for name in os.listdir(cache_dir))
         process.send_signal(signal.SIGKILL)  # mid-write when caught: its temp file is there
         process.wait(timeout=30)
         stop.set()
@@ -100,6 +107,10 @@ def test_kill9_while_writing_caches_then_restart(model_dir, pipe, tmp_path, medi
     process, url = start_process(model_dir, cache_dir, folder)
     try:
         assert not list(cache_dir.glob(".*.tmp"))  # the killed writer's temp file is gone
+        for made in acknowledged:  # every id a client was given before the kill answers after it
+            part = {"type": "voco_cache", "voco_cache": {"id": made}}
+            body = {"max_tokens": 1, "messages": user(part, "q")}
+            assert http(url + "/v1/chat/completions", body, key=None)[0] == 200, made
         expected = pipe.ask(QUESTIONS[0], images=[images[0]], max_new_tokens=6).text
         chat = {"model": "tiny", "max_tokens": 6}
         part = {"type": "voco_cache", "voco_cache": {"id": ids[0]}}
@@ -118,3 +129,41 @@ def test_kill9_while_writing_caches_then_restart(model_dir, pipe, tmp_path, medi
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_cache_dir_size_keeps_the_least_recently_used_out(tmp_path):
+    pipe = VoCoPipeline(*build_model("tiny"))
+    caches = [pipe.compress([noise_image(s)]) for s in range(5)]
+    folder, keys = tmp_path / "c", [f"{i:064x}" for i in range(5)]
+    store = CacheStore(1, pipe.model.fingerprint(), folder)  # memory: nothing resident, all from disk
+    store.put(keys[0], caches[0])
+    store.flush()
+    size = (folder / f"{keys[0]}.voco").stat().st_size
+    store.close()
+    store = CacheStore(1, pipe.model.fingerprint(), folder, directory_bytes=int(2.5 * size))
+    assert store.file_bytes == size
+    for i in (1, 2):
+        store.put(keys[i], caches[i])
+        assert store.durable(keys[i]) is not None  # written in the background: /v1/voco/compress waits on it
+        store.durable(keys[i]).result()
+        assert store.durable(keys[i]) is None and (folder / f"{keys[i]}.voco").is_file()
+    on_disk = lambda: sorted(p.name[:-5] for p in folder.glob("*.voco"))  # noqa: E731
+    assert on_disk() == [keys[1], keys[2]] and store.disk_evictions == 1  # the oldest went
+    time.sleep(0.01)
+    assert store.get(keys[1])[1] == "disk"  # read: now the most recent (its mtime touched)
+    store.close()
+    store = CacheStore(1, pipe.model.fingerprint(), folder, directory_bytes=int(2.5 * size))  # order survives
+    store.put(keys[3], caches[3])
+    store.flush()
+    assert on_disk() == [keys[1], keys[3]] and store.file_bytes == 2 * size
+    store.close()
+    tiny = CacheStore(1, pipe.model.fingerprint(), tmp_path / "t", directory_bytes=caches[4].nbytes - 1)
+    tiny.put(keys[4], caches[4])  # larger than the whole folder: never written
+    tiny.flush()
+    assert not list((tmp_path / "t").glob("*.voco")) and tiny.durable(keys[4]) is None
+    tiny.close()
+
+
+def test_cache_dir_size_needs_cache_dir(model_dir, capsys):
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--cache-dir-size", "1MiB"]) == 2
+    assert capsys.readouterr().err.strip() == "voco: error: --cache-dir-size: needs --cache-dir (the folder it bounds)"
