@@ -402,11 +402,14 @@ class Engine:
         if self.metrics is not None:
             for job in admitted:
                 self.metrics.queue_time.observe(now - job.arrived)
-        self._compress(admitted)
-        done += [(job, job.units[0]) for job in admitted if job.prompt is None]  # compress only: done
-        chat = [job for job in admitted if job.prompt is not None]
-        if chat:
-            self._admit(chat)
+        try:
+            self._compress(admitted)
+            chat = [job for job in admitted if job.prompt is not None]
+            if chat:
+                self._admit(chat)  # joins the running batch only once all of it succeeded
+            done += [(job, job.units[0]) for job in admitted if job.prompt is None]  # compress only: done
+        except Exception as err:  # noqa: BLE001 (the admitted requests fail; the running batch goes on)
+            done += [(job, err) for job in admitted]
         batch = self._batch
         if batch is None:
             return done
