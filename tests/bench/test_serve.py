@@ -11,6 +11,7 @@ from voco_llama.core.presets import build_model
 def test_bench_serve_tiny(tmp_path, capsys):
     out = tmp_path / "bs"
     argv = ["bench-serve", "--preset", "tiny", "--clients", "1,3", "--requests-per-client", "4", "--pool", "6"]
+    argv += ["--joiners", "3", "--long-tokens", "60"]
     assert main([*argv, "--cache-memory", "48KiB", "--max-tokens", "5", "--out", str(out)]) == 0
     result = json.loads((out / "bench_serve.json").read_text())
     assert [(p["clients"], p["mode"]) for p in result["points"]] == [
@@ -28,5 +29,8 @@ def test_bench_serve_tiny(tmp_path, capsys):
         assert modes[mode]["resident_capacity"] == 48 * 1024 // modes[mode]["bytes_per_image"]
         assert modes[mode]["resident_after_run"] == min(6, modes[mode]["resident_capacity"])
     assert modes["no_cache"]["resident_after_run"] == 0
+    join = result["join"]  # continuous batching: 3 short requests sent during a 60-token answer
+    assert len(join["joined_ms"]) == 3 and join["alone_ms"] > 0 and join["long_ms"] > max(join["joined_ms"])
+    assert join["long_still_running"] and join["worst_ratio"] == max(join["joined_ms"]) / join["alone_ms"]
     assert (out / "bench_serve.png").stat().st_size > 10_000
     assert "## Goals" in (out / "bench_serve.md").read_text() and "questions / s" in capsys.readouterr().out

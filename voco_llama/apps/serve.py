@@ -38,9 +38,13 @@ def build_server(args):
     from ..serve.metrics import Metrics
     from ..serve.store import CacheStore
 
+    if args.cache_dir_size is not None and args.cache_dir is None:
+        raise InputError("--cache-dir-size: needs --cache-dir (the folder it bounds)")
     pipe = VoCoPipeline.from_pretrained(args.model)
-    store = CacheStore(args.cache_memory, pipe.model.fingerprint(), args.cache_dir)
-    engine = Engine(pipe, store, Metrics(store), num_voco=args.num_voco, max_batch=args.max_batch)
+    store = CacheStore(args.cache_memory, pipe.model.fingerprint(), args.cache_dir, args.cache_dir_size)
+    engine = Engine(
+        pipe, store, Metrics(store), num_voco=args.num_voco, max_batch=args.max_batch, max_queue=args.max_queue
+    )
     limits = Limits(
         max_request_bytes=args.max_request_size,
         max_image_pixels=args.max_image_pixels,
@@ -50,7 +54,7 @@ def build_server(args):
         allowed_local_media_path=Path(args.allowed_local_media_path) if args.allowed_local_media_path else None,
     )
     name = args.served_model_name or Path(args.model).resolve().name
-    return create_app(engine, name, limits, args.api_key), name
+    return create_app(engine, name, limits, args.api_key, args.max_inflight_bytes), name
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -112,9 +116,18 @@ def register_cli(subparsers) -> None:
     )
     p.add_argument("--cache-memory", type=size_arg, default="1GiB", help="bytes of caches kept in memory (LRU)")
     p.add_argument("--cache-dir", help="also keep every cache here, as VoCo cache files, across restarts")
+    p.add_argument(
+        "--cache-dir-size", type=size_arg, help="bound --cache-dir to this many bytes, least recently used out"
+    )
     p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1")
     p.add_argument(
-        "--max-batch", type=positive_int, default=16, help="requests answered (and images compressed) together"
+        "--max-batch", type=positive_int, default=16, help="answers decoded together (requests join at every step)"
+    )
+    p.add_argument(
+        "--max-queue", type=positive_int, default=256, help="requests waiting beyond the batch; more get 503"
+    )
+    p.add_argument(
+        "--max-inflight-bytes", type=size_arg, default="256MiB", help="request bytes held at once; more get 503"
     )
     p.add_argument("--served-model-name", help="the model's name in the API (default: the folder's name)")
     p.add_argument("--allowed-local-media-path", help="file:// image and video URLs are read only under this folder")

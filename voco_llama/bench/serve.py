@@ -16,10 +16,15 @@ side and every client count is run for each mode in turn, so machine load hits t
 timing, voco_cache and full_cache see each pool image once (/v1/voco/compress): the timed questions
 are follow-up questions, answered from whatever each server's memory still holds.
 
+Continuous batching (`--joiners`, voco_cache only): a short question's latency alone, then the same
+question from `--joiners` clients sent while a long sampled answer (`--long-tokens`) decodes; each
+must finish within 2x its time alone (it joins the running batch at the next decode step).
+
 Resident images: a fresh store of the same budget is filled with copies of one real entry until it
 evicts. Answers must agree across modes (same model, same rule, greedy): mismatches are counted.
 Goals, as ratios of one run: VoCo keeps >= 500x the images of full-token caching resident at 576
-tokens per image, and answers follow-up questions at >= 5x the throughput of no caching.
+tokens per image, answers follow-up questions at >= 5x the throughput of no caching, and short
+requests joining a long generation finish within 2x their time alone.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from PIL import Image, ImageDraw
 from ..core.attention import layout_positions
 from ..core.errors import InputError, positive_int
 from ..core.files import pyplot, write_png
-from ..core.pipeline import Answer, VoCoPipeline
+from ..core.pipeline import VoCoPipeline
 from ..core.presets import build_model, llava15_geometry
 from ..core.processing import encode_prompts
 from ..serve.engine import Engine
@@ -80,7 +85,7 @@ class FullEntry:
 
 
 class FullCacheEngine(Engine):
-    """Keeps every image's N + K tokens of K/V. Questions with one image each, greedy only."""
+    """Keeps every image's N + K tokens of K/V. Questions with one image each."""
 
     def make_entries(self, image_lists: list[list], num_voco: int) -> list:
         model = self.pipe.model
@@ -95,10 +100,9 @@ class FullCacheEngine(Engine):
             entries.append(FullEntry(full.layers, positions))
         return entries
 
-    @torch.no_grad()
-    def answer(self, jobs, temperature, top_p, streamer) -> list:
-        if temperature > 0 or any(len(job.units) != 1 for job in jobs):
-            raise InputError("full_cache answers greedy questions about one image each")
+    def prefill(self, jobs):
+        if any(len(job.units) != 1 for job in jobs):
+            raise InputError("full_cache answers questions about one image each")
         model, tokenizer = self.pipe.model, self.pipe.tokenizer
         batch = encode_prompts([job.prompt for job in jobs], tokenizer, model.config, num_voco=self.num_voco)
         ids = batch["input_ids"].to(model.device)
@@ -112,30 +116,8 @@ class FullCacheEngine(Engine):
             keys = torch.cat([job.units[0].entry.layers[layer][0] for job in jobs])
             values = torch.cat([job.units[0].entry.layers[layer][1] for job in jobs])
             layers.append((model.rerotate_keys(keys, delta), values))
-        prompt = model.prefill_context(ids, labels, positions, cached, layers, RULE)
-        # greedy decoding as model.answer does it, from this prefill
-        limits = torch.tensor([job.max_tokens for job in jobs], device=model.device)
-        eos = tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        next_logits, next_position = prompt.logits[:, -1].float(), prompt.query_positions[:, -1:] + 1
-        key_labels, order, steps = prompt.key_labels, prompt.next_order, []
-        done = torch.zeros(len(jobs), dtype=torch.bool, device=model.device)
-        for step in range(int(limits.max())):
-            token = torch.where(done, pad, next_logits.argmax(-1))
-            steps.append(token)
-            streamer.put(token.cpu())
-            done = done | (token == eos) | (step + 1 >= limits)
-            if bool(done.all()):
-                break
-            next_logits, key_labels = model.decode_step(
-                token, key_labels, prompt.past, next_position + step, order + step, RULE
-            )
-        answers = []
-        for row, limit in zip(torch.stack(steps, 1).tolist(), limits.tolist()):
-            row = row[:limit]
-            row = row[: row.index(eos) + 1] if eos in row else row
-            answers.append(Answer(tokenizer.decode(row, skip_special_tokens=True).strip(), row, []))
-        return answers
+        # the text-only pass against the full K/V; the engine decodes from it as from a VoCo prefill
+        return model.prefill_context(ids, labels, positions, cached, layers, RULE)
 
 
 @dataclass
@@ -162,17 +144,13 @@ class NoCacheEngine(Engine):
     def make_entries(self, image_lists: list[list], num_voco: int) -> list:
         return [Pixels(images) for images in image_lists]
 
-    def answer(self, jobs, temperature, top_p, streamer) -> list:
-        return self.pipe.answer_prompts(
-            [job.prompt for job in jobs],
-            images=[image for job in jobs for unit in job.units for image in unit.entry.images],
-            route="masked",
-            num_voco=self.num_voco,
-            max_new_tokens=[job.max_tokens for job in jobs],
-            temperature=temperature,
-            top_p=top_p,
-            streamer=streamer,
-        )
+    def prefill(self, jobs):
+        """The masked pass over each question's pixels (route "masked" of `pipe.ask`)."""
+        model = self.pipe.model
+        batch = encode_prompts([job.prompt for job in jobs], self.pipe.tokenizer, model.config, num_voco=self.num_voco)
+        pixels = self.pipe.pixels([image for job in jobs for unit in job.units for image in unit.entry.images])
+        ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+        return model.prefill(ids, mask, pixel_values=pixels.to(model.device, model.dtype), rule=RULE)
 
 
 ENGINES = {"voco_cache": Engine, "full_cache": FullCacheEngine, "no_cache": NoCacheEngine}
@@ -277,6 +255,47 @@ def resident_capacity(entry, budget: int, fingerprint: str) -> int:
     return store.resident_count
 
 
+def join_case(server: LoopbackServer, engine: Engine, name: str, image: str, settings: dict) -> dict:
+    """Continuous batching: a short greedy question's latency alone (median of 3), then the same
+    question from `joiners` clients at once, sent while a long sampled answer (`long_tokens`) is
+    decoding. Each must finish within 2x its time alone: it joins the running batch at the next
+    decode step instead of waiting for the long answer to end."""
+    content = [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": QUESTIONS[0]}]
+    short = {"model": name, "messages": [{"role": "user", "content": content}], "max_tokens": settings["max_tokens"]}
+    long = {**short, "max_tokens": settings["long_tokens"], "temperature": 1.0, "seed": 0}
+
+    def timed(body: dict) -> float:
+        start = time.perf_counter()
+        server.post("/chat/completions", body)
+        return time.perf_counter() - start
+
+    timed(short)  # the image is cached from here on
+    alone = statistics.median(timed(short) for _ in range(3))
+    steps = engine.steps
+    runner = threading.Thread(target=lambda: latencies.update(long=timed(long)))
+    latencies: dict = {}
+    runner.start()
+    while engine.steps < steps + 2 and runner.is_alive():  # the long answer is decoding
+        time.sleep(0.001)
+    joiners = [
+        threading.Thread(target=lambda i=i: latencies.update({i: timed(short)})) for i in range(settings["joiners"])
+    ]
+    for t in joiners:
+        t.start()
+    for t in joiners:
+        t.join()
+    during_long = runner.is_alive()
+    runner.join()
+    during = [latencies[i] for i in range(settings["joiners"])]
+    return {
+        "alone_ms": alone * 1e3,
+        "joined_ms": [d * 1e3 for d in during],
+        "long_ms": latencies["long"] * 1e3,
+        "long_still_running": during_long,  # the short ones finished before the long one
+        "worst_ratio": max(during) / alone,
+    }
+
+
 # ---- the run -------------------------------------------------------------------------------------------
 
 
@@ -332,6 +351,8 @@ def run_bench_serve(pipe: VoCoPipeline, settings: dict, model_name: str = "") ->
                         "answers": {f"{i},{q}": a for (i, q), a in answers.items()},
                     }
                 )
+        if "voco_cache" in servers and settings["joiners"]:
+            result["join"] = join_case(servers["voco_cache"], engines["voco_cache"], "bench", images[0], settings)
         for mode in settings["modes"]:
             store = engines[mode].store
             result["modes"][mode].update(
@@ -388,6 +409,19 @@ def goals(result: dict, num_vision: int) -> list[dict]:
                 "measured": worst,
                 "passed": worst >= 5,
                 "text": ", ".join(f"{c} clients {r:.1f}x" for c, r in ratios.items()),
+            }
+        )
+    if "join" in result:
+        join = result["join"]
+        out.append(
+            {
+                "goal": "short requests sent during a long generation finish within 2x their time alone "
+                "(continuous batching)",
+                "measured": join["worst_ratio"],
+                "passed": join["worst_ratio"] <= 2 and join["long_still_running"],
+                "text": f"{len(join['joined_ms'])} requests, worst {join['worst_ratio']:.2f}x of "
+                f"{join['alone_ms']:.0f} ms alone, during a {join['long_ms']:.0f} ms answer"
+                + ("" if join["long_still_running"] else " (which ended first)"),
             }
         )
     return out
@@ -468,6 +502,8 @@ def _bench_serve_command(args) -> int:
         raise InputError(f"--clients {args.clients}: expected numbers like 1,4,16") from None
     if clients[0] < 1:
         raise InputError(f"--clients {args.clients}: every count must be at least 1")
+    if args.joiners < 0:
+        raise InputError(f"--joiners {args.joiners}: must be 0 (skip the case) or more")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model:
@@ -485,6 +521,8 @@ def _bench_serve_command(args) -> int:
         "cache_memory": args.cache_memory,
         "max_tokens": args.max_tokens,
         "max_batch": args.max_batch,
+        "joiners": args.joiners,
+        "long_tokens": args.long_tokens,
     }
     result = run_bench_serve(pipe, settings, name)
     out = Path(args.out)
@@ -514,6 +552,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--cache-memory", type=size_arg, default="256MiB", help="the budget every mode's store gets")
     p.add_argument("--max-tokens", type=positive_int, default=8)
     p.add_argument("--max-batch", type=positive_int, default=16)
+    p.add_argument(
+        "--joiners", type=int, default=8, help="short requests sent during a long answer (0: skip that case)"
+    )
+    p.add_argument("--long-tokens", type=positive_int, default=128, help="tokens of that long answer")
     p.add_argument("--threads", type=positive_int, help="torch.set_num_threads (default: torch's own)")
     p.add_argument("--out", default="runs/bench-serve")
     p.set_defaults(func=_bench_serve_command)

@@ -37,16 +37,47 @@ from ..core.video import read_video
 from .store import KEY_PATTERN
 
 RESERVED = (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, VOCO_PLACEHOLDER)
-# OpenAI fields whose meaning this server does not implement: refused rather than silently ignored
-UNSUPPORTED = ("stop", "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "seed")
+MAX_STOP, MAX_TOP_LOGPROBS = 4, 20  # OpenAI's limits
+# Every field of OpenAI's chat-completion request, and its fate here. "implemented": read below.
+# Any other: refused with a 400 naming it, unless its value is one of those listed, each of which
+# asks for what this server does anyway (no tools, plain text, nothing stored). A field OpenAI does
+# not define is refused too (vLLM's extensions such as top_k or repetition_penalty included).
+IMPLEMENTED = (
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
+    "stream_options", "stop", "seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty",
+)  # fmt: skip
+REFUSED = {
+    "audio": (None,),
+    "function_call": (None, "none"),
+    "functions": (None, []),
+    "logit_bias": (None, {}),
+    "metadata": (None, {}),
+    "modalities": (None, ["text"]),
+    "moderation": (None,),
+    "parallel_tool_calls": (None,),
+    "prediction": (None,),
+    "prompt_cache_key": (None,),
+    "prompt_cache_options": (None,),
+    "prompt_cache_retention": (None,),
+    "reasoning_effort": (None,),
+    "response_format": (None, {"type": "text"}),
+    "safety_identifier": (None,),
+    "service_tier": (None, "auto", "default"),
+    "store": (None, False),
+    "tool_choice": (None, "none"),
+    "tools": (None, []),
+    "user": (None,),
+    "verbosity": (None,),
+    "web_search_options": (None,),
+}
 
 
 class RequestError(InputError):
     """A bad request: a one-line message and the HTTP status to answer it with."""
 
-    def __init__(self, message: str, status: int = 400, code: str | None = None):
+    def __init__(self, message: str, status: int = 400, code: str | None = None, param: str | None = None):
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.param = status, code, param
 
 
 @dataclass
@@ -55,6 +86,7 @@ class Limits:
     max_image_pixels: int = 4096 * 4096
     max_frames: int = 64  # images plus video frames in one request
     max_tokens: int = 1024
+    max_n: int = 8  # choices one request may ask for
     default_max_tokens: int = 128  # as `voco ask --max-new-tokens`
     num_frames: int = 8  # frames sampled from a video file or folder, unless the part says
     allowed_local_media_path: Path | None = None
@@ -87,33 +119,67 @@ class ChatRequest:
     top_p: float
     stream: bool
     include_usage: bool
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    top_logprobs: int | None = None  # None: no log-probabilities; 0..20: the chosen token's and this many more
 
     @property
     def media(self) -> list[Media]:
         return [piece for pieces, _ in self.turns for piece in pieces if isinstance(piece, Media)]
 
 
-def check_model(body: dict, model_name: str, required: bool = True) -> None:
+def check_model(body: dict, model_name: str) -> None:
+    """`model` may be left out (one model is served); given, it must be this one."""
     model = body.get("model")
-    if model is None and not required:
-        return
-    if model != model_name:
+    if model is not None and model != model_name:
         raise RequestError(f"model {model!r} not found; this server serves {model_name!r}", 404, "model_not_found")
+
+
+def check_fields(body: dict) -> None:
+    """Refuse, by name, every field this server does not implement (see IMPLEMENTED, REFUSED)."""
+    for name, value in body.items():
+        if name in IMPLEMENTED:
+            continue
+        if name not in REFUSED:
+            raise RequestError(f"{name}: not a field of OpenAI's chat-completion request; refused", param=name)
+        if not any(value == accepted and type(value) is type(accepted) for accepted in REFUSED[name]):
+            raise RequestError(f"{name}: not supported by voco serve", param=name)
 
 
 def parse_chat(body: dict, limits: Limits, model_name: str) -> ChatRequest:
     check_model(body, model_name)
-    for name in UNSUPPORTED:
-        if body.get(name) not in (None, False, [], {}):
-            raise RequestError(f"{name}: not supported by voco serve")
-    if body.get("n", 1) != 1:
-        raise RequestError("n: only n=1 is supported")
+    check_fields(body)
     for name in ("presence_penalty", "frequency_penalty"):
         if body.get(name, 0) not in (0, None):
-            raise RequestError(f"{name}: not supported by voco serve (only 0)")
-    messages = body.get("messages")
+            raise RequestError(f"{name}: not supported by voco serve (only 0)", param=name)
+    system, turns = _messages(body.get("messages"), limits)
+    max_tokens = _max_tokens(body, limits)
+    temperature = _number(body, "temperature", 0.0, 0.0, 2.0)  # default greedy, as `voco ask`
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    if top_p <= 0:
+        raise RequestError("top_p: must be above 0", param="top_p")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise RequestError("stream: must be true or false", param="stream")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
+        raise RequestError('stream_options: only {"include_usage": true|false} is supported', param="stream_options")
+    include_usage = bool((options or {}).get("include_usage"))
+    n = 1 if body.get("n") is None else body["n"]
+    if not _is_int(n) or not 1 <= n <= limits.max_n:
+        raise RequestError(f"n: {n!r} is not an integer from 1 to {limits.max_n}", param="n")
+    seed = body.get("seed")
+    if seed is not None and (not _is_int(seed) or not -(2**63) <= seed < 2**63):
+        raise RequestError(f"seed: {seed!r} is not a 64-bit integer", param="seed")
+    return ChatRequest(
+        system, turns, max_tokens, temperature, top_p, stream, include_usage, n, _stop(body), seed, _top_logprobs(body)
+    )
+
+
+def _messages(messages, limits: Limits) -> tuple[str | None, list]:
     if not isinstance(messages, list) or not messages:
-        raise RequestError("messages: a non-empty list of messages is required")
+        raise RequestError("messages: a non-empty list of messages is required", param="messages")
     system, start = None, 0
     if isinstance(messages[0], dict) and messages[0].get("role") in ("system", "developer"):
         system, start = _text_content(messages[0].get("content"), "messages[0].content"), 1
@@ -132,27 +198,45 @@ def parse_chat(body: dict, limits: Limits, model_name: str) -> ChatRequest:
             turns.append((_user_content(message.get("content"), f"{where}.content", limits), None))
         else:
             turns[-1] = (turns[-1][0], _text_content(message.get("content"), f"{where}.content"))
-    if turns[-1][1] is not None:
+    if not turns or turns[-1][1] is not None:
         raise RequestError(f"messages[{len(messages) - 1}].role: the last message must be the user's")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    max_tokens = limits.default_max_tokens if max_tokens is None else max_tokens
-    if not _is_int(max_tokens) or not 1 <= max_tokens <= limits.max_tokens:
-        raise RequestError(f"max_tokens: {max_tokens!r} is not an integer from 1 to {limits.max_tokens}")
-    temperature = _number(body, "temperature", 0.0, 0.0, 2.0)  # default greedy, as `voco ask`
-    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
-    if top_p <= 0:
-        raise RequestError("top_p: must be above 0")
-    stream = body.get("stream") or False
-    if not isinstance(stream, bool):
-        raise RequestError("stream: must be true or false")
-    options = body.get("stream_options") or {}
-    include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-    return ChatRequest(system, turns, max_tokens, temperature, top_p, stream, include_usage)
+    return system, turns
+
+
+def _max_tokens(body: dict, limits: Limits) -> int:
+    given = {name: body[name] for name in ("max_completion_tokens", "max_tokens") if body.get(name) is not None}
+    if len(set(map(repr, given.values()))) > 1:
+        raise RequestError("max_tokens, max_completion_tokens: two different limits; send one", param="max_tokens")
+    name, value = next(iter(given.items()), ("max_tokens", min(limits.default_max_tokens, limits.max_tokens)))
+    if not _is_int(value) or not 1 <= value <= limits.max_tokens:
+        raise RequestError(f"{name}: {value!r} is not an integer from 1 to {limits.max_tokens}", param=name)
+    return value
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+    stop = body.get("stop")
+    stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
+        raise RequestError(f"stop: a string or a list of up to {MAX_STOP} non-empty strings is required", param="stop")
+    return tuple(stop)
+
+
+def _top_logprobs(body: dict) -> int | None:
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise RequestError("logprobs: must be true or false", param="logprobs")
+    if top is not None and (not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise RequestError(
+            f"top_logprobs: {top!r} is not an integer from 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs"
+        )
+    if top is not None and not logprobs:
+        raise RequestError("top_logprobs: needs logprobs: true", param="top_logprobs")
+    return (top or 0) if logprobs else None
 
 
 def parse_compress(body: dict, limits: Limits, model_name: str) -> Media:
     """/v1/voco/compress takes one content part (an image, a video, a video path) as the body."""
-    check_model(body, model_name, required=False)
+    check_model(body, model_name)
     media = _part(body, "body", limits)
     if not isinstance(media, Media) or media.kind == "cache":
         raise RequestError("body: give one image_url, video or video_url part to compress")
@@ -168,7 +252,7 @@ def _number(body: dict, name: str, default: float, low: float, high: float) -> f
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise RequestError(f"{name}: {value!r} is not a number from {low:g} to {high:g}")
+        raise RequestError(f"{name}: {value!r} is not a number from {low:g} to {high:g}", param=name)
     return float(value)
 
 

@@ -7,18 +7,27 @@ entry, and an entry made by another model or another K can never be found under 
 In memory, entries are kept least recently used first out while their bytes exceed the budget
 (`--cache-memory`). With a folder (`--cache-dir`), each new entry is also written, by a background
 thread, as `<key>.voco` in the VoCo cache file format (safetensors, sha256 checksum, model
-fingerprint; written atomically). A key missing from memory is looked up there; a file that fails
-its checksum or was made by another model is refused, counted and removed, never used. One server
-holds a folder at a time (a lock file), so temp files left by a killed writer are removed at start.
+fingerprint): a temp file, fsynced, renamed, then the folder fsynced; `durable(key)` is the write
+/v1/voco/compress waits for before it returns an id, so a kill -9 loses no id a client was given.
+With `--cache-dir-size`, the folder's files are kept least recently used first out too (recency:
+the file's mtime, touched on every read, so it survives restarts). A key missing from memory is
+looked up there; a file that fails its checksum or was made by another model is refused, counted
+and removed, never used. One server holds a folder at a time (a lock file), so temp files left by a
+killed writer are removed at start.
+
+A miss is counted once per key until the key is stored: requests waiting for the same image
+being compressed are one miss, not one each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -67,14 +76,26 @@ class CacheStore:
     """Entries (anything with `nbytes`; on disk only VoCoCache) by key; thread-safe.
 
     `get(key)` -> (entry, "memory" | "disk") or (None, None); `put(key, entry)`. The counters
-    (`hits`, `misses`, `evictions`, `rejected`) are read by the metrics."""
+    (`hits`, `misses`, `evictions`, `rejected`, `written`, `disk_evictions`) are read by the metrics."""
 
-    def __init__(self, memory_bytes: int, fingerprint: str, directory: str | Path | None = None):
-        self.memory_bytes, self.fingerprint = memory_bytes, fingerprint
+    MISSED_KEPT = 65_536  # keys remembered as missed (not stored yet): bounded, oldest forgotten
+
+    def __init__(
+        self,
+        memory_bytes: int,
+        fingerprint: str,
+        directory: str | Path | None = None,
+        directory_bytes: int | None = None,
+    ):
+        self.memory_bytes, self.fingerprint, self.directory_bytes = memory_bytes, fingerprint, directory_bytes
         self.entries: OrderedDict[str, object] = OrderedDict()
         self.resident_bytes = 0
         self.hits = {"memory": 0, "disk": 0}
-        self.misses = self.evictions = self.rejected = self.written = 0
+        self.misses = self.evictions = self.rejected = self.written = self.disk_evictions = 0
+        self._missed: OrderedDict[str, None] = OrderedDict()
+        self._files: OrderedDict[str, int] = OrderedDict()  # key -> file bytes, least recently used first
+        self.file_bytes = 0
+        self._writes: dict[str, object] = {}  # key -> its write's Future, until it is done
         self._lock = threading.Lock()
         self.directory = Path(directory) if directory is not None else None
         self._writer = self._lock_file = None
@@ -93,6 +114,13 @@ class CacheStore:
         for stale in self.directory.glob(".*.voco.*.tmp"):
             stale.unlink(missing_ok=True)
             log.warning("%s: removed a cache file left half-written by a killed server", stale)
+        files = [(p.stat().st_mtime_ns, p.name[:-5], p.stat().st_size) for p in self.directory.glob("*.voco")]
+        for _, key, size in sorted(files):
+            if KEY_PATTERN.fullmatch(key):
+                self._files[key] = size
+                self.file_bytes += size
+        with self._lock:
+            self._evict_files()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voco-cache-writer")
 
     @property
@@ -112,10 +140,18 @@ class CacheStore:
         entry = self._load(key) if self.directory is not None else None
         with self._lock:
             if entry is None:
-                self.misses += 1
+                if key not in self._missed:  # one miss per key until it is stored
+                    self.misses += 1
+                    self._missed[key] = None
+                    if len(self._missed) > self.MISSED_KEPT:
+                        self._missed.popitem(last=False)
                 return None, None
             self.hits["disk"] += 1
             self._keep(key, entry)
+            if key in self._files:
+                self._files.move_to_end(key)
+        with contextlib.suppress(FileNotFoundError):  # evicted meanwhile
+            os.utime(self.path(key))  # its recency, for --cache-dir-size across restarts
         return entry, "disk"
 
     def peek(self, key: str):
@@ -130,8 +166,11 @@ class CacheStore:
         try:
             return VoCoCache.load(path, expected_fingerprint=self.fingerprint)
         except InputError as err:
+            if not path.exists():  # evicted between the check and the read
+                return None
             with self._lock:
                 self.rejected += 1
+                self.file_bytes -= self._files.pop(key, 0)
             log.warning("refused %s", err)
             path.unlink(missing_ok=True)  # rewritten, sound, the next time this content is compressed
             return None
@@ -139,13 +178,45 @@ class CacheStore:
     def put(self, key: str, entry) -> None:
         with self._lock:
             self._keep(key, entry)
-        if self._writer is not None and not self.path(key).exists():
-            self._writer.submit(self._write, key, entry)
+            self._missed.pop(key, None)
+            if self._writer is None or key in self._files or key in self._writes:
+                return
+            if self.directory_bytes is not None and entry.nbytes > self.directory_bytes:
+                return  # larger than the whole folder budget: kept in memory only
+            self._writes[key] = self._writer.submit(self._write, key, entry)
+
+    def durable(self, key: str):
+        """The pending write of this key's file (a concurrent Future), or None when there is none
+        (written already, or no folder)."""
+        with self._lock:
+            return self._writes.get(key)
 
     def _write(self, key: str, entry: VoCoCache) -> None:
-        entry.save(self.path(key))  # atomic: a temp file, then a rename
-        with self._lock:
-            self.written += 1
+        try:
+            path = entry.save(self.path(key))  # a temp file, fsynced, then renamed
+            folder = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(folder)  # the rename itself is durable
+            finally:
+                os.close(folder)
+            with self._lock:
+                self.written += 1
+                self._files[key] = path.stat().st_size
+                self.file_bytes += self._files[key]
+                self._evict_files(keep=key)
+        finally:
+            with self._lock:
+                self._writes.pop(key, None)
+
+    def _evict_files(self, keep: str | None = None) -> None:
+        """Remove least recently used files while the folder is over --cache-dir-size (lock held)."""
+        while self.directory_bytes is not None and self.file_bytes > self.directory_bytes and len(self._files) > 1:
+            key = next(iter(self._files))
+            if key == keep:
+                break
+            self.file_bytes -= self._files.pop(key)
+            self.path(key).unlink(missing_ok=True)
+            self.disk_evictions += 1
 
     def _keep(self, key: str, entry) -> None:
         """Insert as most recent, then drop least recent entries while over budget (lock held)."""
