@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.apps.test_serve import Server, image_part, user
+from tests.serve.kit import Server, image_part, user
 from tests.core.test_convert_reference import save_reference_checkpoint
 from voco_llama.apps.chat import ChatSession, run_chat
 from voco_llama.cli import main
