@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.kit import Server, image_part, user
 from tests.core.test_convert_reference import save_reference_checkpoint
+from tests.serve.kit import Server, image_part, user
 from voco_llama.apps.chat import ChatSession, run_chat
 from voco_llama.cli import main
 from voco_llama.core.cache import VoCoCache
