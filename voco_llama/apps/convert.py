@@ -63,9 +63,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder to save the VoCo model in (must be empty or new)")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
     p.add_argument(
-        "--num-voco", type=positive_int, default=None, help="K: <voco> tokens per image (default 1; reference: 2)"
+        "--num-voco",
+        type=positive_int,
+        default=None,
+        help="K: <voco> tokens per image (default: 1; 2 with --voco-llama-reference)",
     )
     p.add_argument(
-        "--position-layout", choices=["compact", "natural"], default=None, help="position ids (default compact)"
+        "--position-layout",
+        choices=["compact", "natural"],
+        default=None,
+        help="position ids (default: compact; not with --voco-llama-reference, whose layout is fixed)",
     )
     p.set_defaults(func=_convert_command)
