@@ -178,6 +178,9 @@ TABLE = [
     ("bench", ["bench", "--model", "{missing}", "--out", "{d}/bench"], "missing: model folder not found"),
     ("bench-train", ["bench-train", "--preset", "foo"], "invalid choice: 'foo'"),
     ("demo", ["demo", "--preset", "foo", "--out", "{d}/demo"], "'foo'"),
+    ("demo", ["demo", "--preset", "smoke", "--out", "{img}"], "img.png: is a file; give a folder"),
+    ("demo", ["demo", "--preset", "smoke", "--out", "{img}/run"], "img.png/run: cannot write ("),
+    ("demo", ["demo", "--pretrain", "--preset", "smoke", "--out", "{img}"], "img.png: is a file; give a folder"),
     ("serve", ["serve", "--model", "{model}", "--cache-memory", "lots"], "'lots': not a size"),
     ("bench-serve", ["bench-serve", "--modes", "foo"], "--modes foo: expected a comma-separated subset"),
     # K: only those the model was trained with (issue 18), one rule for every verb

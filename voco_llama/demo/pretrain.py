@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import InputError
-from ..core.files import write_atomic, write_json_atomic
+from ..core.files import check_folder_target, write_atomic, write_json_atomic
 from ..core.presets import load_bundle
 from .presets import DemoPreset, get_preset
 from .probe import probe_line, run_tower_probe
@@ -131,6 +131,7 @@ def run_pretrain(args) -> int:
     demo_preset = get_preset(args.preset)
     preset = demo_preset.image
     out = Path(args.out or f"runs/pretrain-{demo_preset.name}")
+    check_folder_target(out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
     world, init = prepare(preset, out, TRAIN_SEED)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import InputError
-from ..core.files import write_json_atomic
+from ..core.files import check_folder_target, write_json_atomic
 from ..core.presets import build_model, save_bundle
 from ..core.processing import load_image, process_images
 from .movingworld import moving_world_vocabulary
@@ -51,6 +51,7 @@ def open_run(args) -> Path:
     Finished stages are reused, so a directory holds one preset and seed (out/run.json says which);
     another one is refused rather than mixed in."""
     out = run_dir(args)
+    check_folder_target(out)  # a file, or a path under one: one line before any work
     if args.fresh and out.exists():
         shutil.rmtree(out)
     stamp, want = out / "run.json", {"preset": args.preset, "seed": args.seed}
