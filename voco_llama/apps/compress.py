@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core.errors import InputError, Interrupted, positive_float, positive_int
+from ..core.errors import InputError, interruptible_progress, positive_float, positive_int
 from ..core.files import check_file_target, check_folder_target
 
 
@@ -73,8 +73,15 @@ def _compress_many(pipe, args) -> int:
     fingerprint, num_voco = pipe.model.fingerprint(), pipe.model.config.accepted_num_voco(args.num_voco)
     todo = [f for f in files if not _is_done(target[f], fingerprint, num_voco)]
     failed, started = 0, time.time_ns()
-    bar = tqdm(total=len(todo), desc="compress", unit="img", disable=None)  # on a terminal only
-    try:
+
+    def kept() -> str:
+        # saves are atomic: a file written since the start is a whole cache of this run
+        done = (
+            len(files) - len(todo) + sum(target[f].exists() and target[f].stat().st_mtime_ns >= started for f in todo)
+        )
+        return f"{out}: {done} of {len(files)} images compressed and kept; the same command resumes"
+
+    with interruptible_progress(len(todo), "compress", "img", kept) as bar:
         for start in range(0, len(todo), args.batch_size):
             loaded = []
             for f in todo[start : start + args.batch_size]:
@@ -88,20 +95,6 @@ def _compress_many(pipe, args) -> int:
                 for i, (f, _) in enumerate(loaded):
                     cache[i].save(target[f])
             bar.update(len(todo[start : start + args.batch_size]))
-    except KeyboardInterrupt:
-        bar.leave = False
-        # saves are atomic: a file written since the start is a whole cache of this run
-        kept = (
-            len(files) - len(todo) + sum(target[f].exists() and target[f].stat().st_mtime_ns >= started for f in todo)
-        )
-        raise Interrupted(
-            f"{out}: {kept} of {len(files)} images compressed and kept; the same command resumes"
-        ) from None
-    except BaseException:
-        bar.leave = False
-        raise
-    finally:
-        bar.close()
     print(f"{out}: {len(todo) - failed} compressed, {len(files) - len(todo)} already done, {failed} unreadable")
     return 1 if failed else 0
 

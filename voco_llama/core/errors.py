@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class InputError(ValueError):
@@ -21,6 +23,26 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C in a verb that keeps its work: the message says what was kept and how to resume. The
     `voco` command prints it as one line, `voco: interrupted: ...`, and exits with code 130 (a bare
     KeyboardInterrupt gets `voco: interrupted`)."""
+
+
+@contextmanager
+def interruptible_progress(total: int, desc: str, unit: str, kept: Callable[[], str]) -> Iterator:
+    """A progress bar (on a terminal only) around work that keeps what it did: Ctrl-C becomes
+    `Interrupted` with the line `kept()` gives (what was kept, how to resume), and on any early stop
+    the bar is wiped, so an error stays one line."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=None)
+    try:
+        yield bar
+    except KeyboardInterrupt:
+        bar.leave = False
+        raise Interrupted(kept()) from None
+    except BaseException:
+        bar.leave = False
+        raise
+    finally:
+        bar.close()
 
 
 def positive_int(text: str) -> int:

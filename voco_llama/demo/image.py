@@ -119,8 +119,6 @@ def _base_text(preset: ImageDemo, source: dict) -> str:
 def tower_gate(base: Path, world) -> dict:
     """Stage 2's check: held-out linear probes of the frozen tower (probe.py), and one line when a target
     is below TOWER_GOAL, said before the fine-tunes spend the rest of the budget."""
-    from ..core.presets import load_bundle
-
     model, _, image_processor = load_bundle(base)
     probe = run_tower_probe(model, image_processor, world)
     shown = probe_line(probe)

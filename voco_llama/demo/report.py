@@ -106,7 +106,7 @@ def tables(rows: dict[str, dict[str, dict]], answers: dict, keys: dict, ks: tupl
         "table2": table2,
         "table2_mixture": table2_mixture,
         "k_only_at_1": k_only,
-        "differences": [{k: v for k, v in c.items()} for c in boot["comparisons"]],
+        "differences": boot["comparisons"],
         "resamples": boot["resamples"],
         "n_images": boot["n_images"],
         "goals": found,

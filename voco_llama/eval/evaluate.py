@@ -36,9 +36,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from ..core.errors import InputError, Interrupted, non_negative_float, positive_int
+from ..core.errors import InputError, interruptible_progress, non_negative_float, positive_int
 from ..core.files import check_file_target, write_json_atomic
 from ..core.pipeline import ROUTE_ALIASES, add_route_flag, route_name
 
@@ -285,9 +283,12 @@ def run_eval(
         if kind != "text" and route != "none" and not os.path.exists(folder / q[kind]):
             raise InputError(f"{folder / q[kind]}: {kind} not found (question {q['question_id']})")
     start = time.perf_counter()
-    # the bar only on a terminal, and wiped when the run stops early: an error stays one line
-    bar = tqdm(total=len(todo), desc=f"eval {route}", unit="q", disable=None)
-    try:
+
+    def kept() -> str:  # what the file holds (a torn last line cut off)
+        kept = len(answered_ids(answers_file, with_prompt=True))
+        return f"{answers_file}: {kept} of {len(questions)} answers kept; the same command resumes"
+
+    with interruptible_progress(len(todo), f"eval {route}", "q", kept) as bar:
         with open(answers_file, "a") as out:
             for chunk in batches:
                 kind = question_kind(chunk[0])
@@ -323,17 +324,6 @@ def run_eval(
                 out.flush()
                 os.fsync(out.fileno())
                 bar.update(len(chunk))
-    except KeyboardInterrupt:
-        bar.leave = False
-        kept = len(answered_ids(answers_file, with_prompt=True))  # what the file holds (a torn last line cut off)
-        raise Interrupted(
-            f"{answers_file}: {kept} of {len(questions)} answers kept; the same command resumes"
-        ) from None
-    except BaseException:
-        bar.leave = False
-        raise
-    finally:
-        bar.close()
     return {
         "questions": len(questions),
         "answered": len(todo),
